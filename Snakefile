@@ -1,0 +1,25 @@
+# neurovid: videos and recordings -> features -> encoding models -> group maps -> report.
+# Run the demo:  snakemake --profile profiles/workstation
+# Your data:     point `videos` / `recordings` in config.yaml at your sample sheets.
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/video.smk"
+include: "rules/features.smk"
+include: "rules/neural.smk"
+include: "rules/encoding.smk"
+include: "rules/stats.smk"
+include: "rules/figures.smk"
+
+
+report: "report/workflow.rst"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,82 @@
+# Config and sample-sheet validation, wildcard constraints, input functions.
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+import neurovid.sheets as sheets
+
+min_version("9.15")
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+SCHEMAS = Path(workflow.basedir) / "schemas"
+VIDEOS = sheets.load_videos(config["videos"], SCHEMAS / "videos.schema.yaml")
+RECORDINGS = sheets.load_recordings(
+    config["recordings"], SCHEMAS / "recordings.schema.yaml", VIDEOS
+)
+SUBJECT_RUNS = sheets.subject_runs(RECORDINGS)
+MODELS = config["encoding"]["models"]
+
+
+wildcard_constraints:
+    video=sheets.ID_PATTERN,
+    recording=sheets.ID_PATTERN,
+    subject=sheets.ID_PATTERN,
+    model=sheets.ID_PATTERN,
+    extractor=sheets.ID_PATTERN,
+
+
+def lib(*modules):
+    """Library source files a rule runs, as inputs: editing them re-runs the rule."""
+    src = Path(workflow.basedir) / "src" / "neurovid"
+    return [str(src / f"{name}.py") for name in ("io", *modules)]
+
+
+def video_path(wildcards):
+    return VIDEOS.at[wildcards.video, "path"]
+
+
+def recording_path(wildcards):
+    return RECORDINGS.at[wildcards.recording, "path"]
+
+
+def subject_modality(subject):
+    return RECORDINGS.loc[RECORDINGS["subject"] == subject, "modality"].iloc[0]
+
+
+def model_subjects(model):
+    """Subjects a model is fit on: those whose modality the model lists."""
+    wanted = set(MODELS[model]["modalities"])
+    return [s for s in SUBJECT_RUNS if subject_modality(s) in wanted]
+
+
+def fmri_subjects(model):
+    return [s for s in model_subjects(model) if subject_modality(s) == "fmri"]
+
+
+def timeline_videos(recording):
+    return [event.video_id for event in RECORDINGS.at[recording, "timeline"]]
+
+
+def used_extractors():
+    return sorted({f for m in MODELS.values() for f in m["features"]})
+
+
+def all_targets():
+    targets = []
+    for model in MODELS:
+        subjects = model_subjects(model)
+        targets += expand("results/encoding/{model}/{subject}/scores.h5", model=model, subject=subjects)
+        if subjects:
+            targets += [f"results/figures/{model}/score_hist.png"]
+            targets += expand("results/figures/{model}/traces/{subject}.png", model=model, subject=subjects)
+        if len(fmri_subjects(model)) >= 2:
+            targets += [
+                f"results/stats/{model}/summary.json",
+                f"results/figures/{model}/surface.png",
+                f"results/figures/{model}/glass_brain.png",
+            ]
+    if config["video"]["frames"]:
+        targets += expand("results/video/{video}/frames", video=VIDEOS.index)
+    return targets

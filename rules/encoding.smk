@@ -1,0 +1,63 @@
+# Encoding models: PCA -> FIR delays -> ridge / LASSO, leave-one-run-out CV, per subject.
+
+
+def subject_recordings(wildcards):
+    return SUBJECT_RUNS[wildcards.subject]
+
+
+rule encode:
+    input:
+        responses=lambda wc: expand(
+            "results/neural/{recording}.h5", recording=subject_recordings(wc)
+        ),
+        features=lambda wc: expand(
+            "results/aligned/{extractor}/{recording}.h5",
+            extractor=MODELS[wc.model]["features"],
+            recording=subject_recordings(wc),
+        ),
+        code=lib("align", "encoding"),
+    output:
+        scores="results/encoding/{model}/{subject}/scores.h5",
+        table="results/encoding/{model}/{subject}/scores.tsv",
+        metrics="results/encoding/{model}/{subject}/metrics.tsv",
+        predictions="results/encoding/{model}/{subject}/predictions.h5",
+        weights="results/encoding/{model}/{subject}/weights.h5",
+    params:
+        model=lambda wc: MODELS[wc.model],
+        model_name=lambda wc: wc.model,
+        subject=lambda wc: wc.subject,
+        runs=subject_recordings,
+        delays=lambda wc: config["encoding"]["delays"][subject_modality(wc.subject)],
+        zscore_runs=config["neural"]["zscore_runs"],
+        top_targets=config["encoding"]["top_targets"],
+        seed=config["seed"],
+    log:
+        "results/logs/encode/{model}/{subject}.log",
+    benchmark:
+        "results/benchmarks/encode/{model}/{subject}.tsv"
+    threads: 2
+    conda:
+        "../envs/encoding.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    script:
+        "../scripts/encode.py"
+
+
+rule score_maps:
+    input:
+        scores="results/encoding/{model}/{subject}/scores.h5",
+        code=lib("stats"),
+    output:
+        r="results/encoding/{model}/{subject}/r.nii.gz",
+        r2="results/encoding/{model}/{subject}/r2.nii.gz",
+    log:
+        "results/logs/score_maps/{model}/{subject}.log",
+    conda:
+        "../envs/stats.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/score_maps.py"

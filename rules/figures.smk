@@ -1,0 +1,107 @@
+# Figures, each registered in the Snakemake report.
+
+
+rule figure_surface:
+    input:
+        t="results/stats/{model}/t.nii.gz",
+        fdr_mask="results/stats/{model}/fdr_mask.nii.gz",
+        code=lib("plots"),
+    output:
+        report(
+            "results/figures/{model}/surface.png",
+            category="{model}",
+            subcategory="Group maps",
+            caption="../report/surface.rst",
+        ),
+    params:
+        model=lambda wc: wc.model,
+    log:
+        "results/logs/figures/{model}/surface.log",
+    conda:
+        "../envs/figures.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/figure_surface.py"
+
+
+rule figure_glass_brain:
+    input:
+        t="results/stats/{model}/t.nii.gz",
+        fdr_mask="results/stats/{model}/fdr_mask.nii.gz",
+        summary="results/stats/{model}/summary.json",
+        code=lib("plots"),
+    output:
+        report(
+            "results/figures/{model}/glass_brain.png",
+            category="{model}",
+            subcategory="Group maps",
+            caption="../report/glass_brain.rst",
+        ),
+    params:
+        model=lambda wc: wc.model,
+    log:
+        "results/logs/figures/{model}/glass_brain.log",
+    conda:
+        "../envs/figures.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/figure_glass_brain.py"
+
+
+rule figure_score_hist:
+    input:
+        scores=lambda wc: expand(
+            "results/encoding/{model}/{subject}/scores.h5",
+            model=wc.model,
+            subject=model_subjects(wc.model),
+        ),
+        code=lib("plots"),
+    output:
+        report(
+            "results/figures/{model}/score_hist.png",
+            category="{model}",
+            subcategory="Scores",
+            caption="../report/score_hist.rst",
+        ),
+    params:
+        model=lambda wc: wc.model,
+        subjects=lambda wc: model_subjects(wc.model),
+    log:
+        "results/logs/figures/{model}/score_hist.log",
+    conda:
+        "../envs/figures.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/figure_score_hist.py"
+
+
+rule figure_traces:
+    input:
+        predictions="results/encoding/{model}/{subject}/predictions.h5",
+        code=lib("plots"),
+    output:
+        report(
+            "results/figures/{model}/traces/{subject}.png",
+            category="{model}",
+            subcategory="Predicted vs recorded",
+            caption="../report/traces.rst",
+        ),
+    params:
+        model=lambda wc: wc.model,
+        subject=lambda wc: wc.subject,
+        seconds=config["figures"]["traces_seconds"],
+    log:
+        "results/logs/figures/{model}/traces_{subject}.log",
+    conda:
+        "../envs/figures.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/figure_traces.py"

@@ -1,0 +1,63 @@
+# Video stage: probe -> standardized video (-> optional frames folder).
+
+
+rule probe:
+    input:
+        video=video_path,
+        code=lib("video"),
+    output:
+        "results/video/{video}/probe.json",
+    log:
+        "results/logs/probe/{video}.log",
+    conda:
+        "../envs/video.yaml"
+    resources:
+        mem_mb=500,
+        runtime=10,
+    script:
+        "../scripts/probe.py"
+
+
+rule standardize:
+    input:
+        video=video_path,
+        probe="results/video/{video}/probe.json",
+        code=lib("video"),
+    output:
+        "results/video/{video}/standard.mp4",
+    params:
+        fps=config["video"]["fps"],
+        width=config["video"]["width"],
+        height=config["video"]["height"],
+        color=config["video"]["color"],
+        crf=config["video"]["crf"],
+        fps_override=lambda wc: VIDEOS.at[wc.video, "fps"] if "fps" in VIDEOS else None,
+    log:
+        "results/logs/standardize/{video}.log",
+    benchmark:
+        "results/benchmarks/standardize/{video}.tsv"
+    threads: 2
+    conda:
+        "../envs/video.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=60,
+    script:
+        "../scripts/standardize.py"
+
+
+rule frames:
+    input:
+        video="results/video/{video}/standard.mp4",
+        code=lib("video"),
+    output:
+        directory("results/video/{video}/frames"),
+    log:
+        "results/logs/frames/{video}.log",
+    conda:
+        "../envs/video.yaml"
+    resources:
+        mem_mb=500,
+        runtime=30,
+    script:
+        "../scripts/frames.py"

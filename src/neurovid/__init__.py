@@ -1,0 +1,3 @@
+"""neurovid: videos and recordings -> features -> encoding models -> group maps -> report."""
+
+__version__ = "0.1.0"

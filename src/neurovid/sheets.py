@@ -1,0 +1,246 @@
+"""Sample sheets: load, validate against the JSON schemas, and explain every problem.
+
+``videos.tsv`` and ``recordings.tsv`` are validated row by row with
+``snakemake.utils.validate``; on top of the schema this module checks what a
+schema cannot: unique IDs, that files outside ``results/`` exist, and that
+every stimulus a recording names is a known video with sensible onsets.
+
+Relative paths in a sheet are relative to the directory Snakemake runs in.
+Paths are only ever read: every output name is built from validated IDs, so
+nothing a sheet says can make a rule write outside ``results/``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from neurovid.errors import InputError
+
+ID_PATTERN = r"[A-Za-z0-9_-]+"
+_ID_RE = re.compile(rf"^{ID_PATTERN}$")
+RESULTS_DIR = "results"
+
+VIDEO_NUMERIC = ("fps", "arena_cm", "arena_px", "reference_cm", "reference_px")
+RECORDING_NUMERIC = ("tr", "sampling_rate")
+
+
+@dataclass(frozen=True)
+class StimulusEvent:
+    """One video in a recording's timeline: which video, starting when (seconds)."""
+
+    video_id: str
+    onset: float
+
+
+def _read_tsv(path: Path, what: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise InputError(
+            path, f"the {what} sheet does not exist.", f"set `{what}` in config.yaml to a TSV file."
+        )
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment=None)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise InputError(
+            path,
+            f"cannot be parsed as a tab-separated table ({err}).",
+            "save it as TSV with a header row.",
+        ) from err
+    table.columns = [c.strip() for c in table.columns]
+    # Empty cells are "not given" (optional columns); surrounding whitespace is never meaningful.
+    table = table.apply(lambda col: col.str.strip())
+    return table.replace("", pd.NA)
+
+
+def _to_numbers(
+    table: pd.DataFrame, columns: tuple[str, ...], path: Path, id_column: str
+) -> pd.DataFrame:
+    for column in columns:
+        if column not in table:
+            continue
+        numbers = pd.to_numeric(table[column], errors="coerce")
+        bad = table[column].notna() & numbers.isna()
+        if bad.any():
+            row = int(bad.idxmax())
+            raise InputError(
+                path,
+                f"row {row + 2} ({id_column}={table.at[row, id_column]!r}): {table.at[row, column]!r} is not a number.",
+                f"write a number in column `{column}` or leave it empty.",
+                field=column,
+            )
+        table[column] = numbers.astype(float)
+    return table
+
+
+def _validate(table: pd.DataFrame, schema: Path, path: Path, id_column: str) -> pd.DataFrame:
+    """Row-wise JSON-schema validation through snakemake, with a message naming row and column."""
+    from jsonschema.exceptions import ValidationError
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    missing = [c for c in _required_columns(schema) if c not in table.columns]
+    if missing:
+        raise InputError(
+            path,
+            f"required column(s) {', '.join(missing)} missing (found: {', '.join(table.columns)}).",
+            f"add the column(s); see {schema.name} for what each means.",
+        )
+    try:
+        validate(table, str(schema.resolve()))
+    except WorkflowError as err:
+        cause = next((a for a in err.args if isinstance(a, ValidationError)), None)
+        match = re.search(r"row (\d+)", str(err.args[0]) if err.args else "")
+        if cause is None or match is None:
+            raise
+        row = int(match.group(1))
+        column = cause.path[0] if cause.path else None
+        value = table.at[row, column] if column in table else None
+        row_id = table.at[row, id_column] if id_column in table else "?"
+        if column and cause.validator == "pattern":
+            problem = f"{value!r} may only contain letters, digits, '_' and '-'"
+            fix = "rename it (IDs name output files, so no spaces, slashes or dots)."
+        elif column and cause.validator == "enum":
+            problem = f"{value!r} is not one of {', '.join(map(str, cause.validator_value))}"
+            fix = f"use one of the allowed values in column `{column}`."
+        else:
+            problem = cause.message
+            fix = f"see {schema.name} for the allowed values."
+        raise InputError(
+            path, f"row {row + 2} ({id_column}={row_id!r}): {problem}.", fix, field=column
+        ) from None
+    return table
+
+
+def _required_columns(schema: Path) -> list[str]:
+    import yaml
+
+    return list(yaml.safe_load(schema.read_text()).get("required", []))
+
+
+def _check_unique(table: pd.DataFrame, path: Path, id_column: str) -> None:
+    counts = table[id_column].value_counts()
+    duplicated = counts[counts > 1]
+    if len(duplicated):
+        name = duplicated.index[0]
+        rows = [str(i + 2) for i in table.index[table[id_column] == name]]
+        raise InputError(
+            path,
+            f"{id_column} {name!r} appears {duplicated.iloc[0]} times (rows {', '.join(rows)}).",
+            f"give every row its own {id_column}.",
+            field=id_column,
+        )
+
+
+def _check_paths(table: pd.DataFrame, path: Path, id_column: str, workdir: Path) -> None:
+    for row, (row_id, file) in enumerate(zip(table[id_column], table["path"], strict=True)):
+        file_path = Path(file)
+        if not file_path.is_absolute():
+            parts = Path(*file_path.parts).parts
+            if parts and parts[0] == RESULTS_DIR:
+                continue  # produced by a rule of this workflow (e.g. the demo)
+            file_path = workdir / file_path
+        if not file_path.exists():
+            raise InputError(
+                path,
+                f"row {row + 2} ({id_column}={row_id!r}): file {file!r} does not exist"
+                f" (looked for {file_path}).",
+                "correct the path (relative paths are relative to the directory snakemake runs in) or remove the row.",
+                field="path",
+            )
+
+
+def load_videos(path: str | Path, schema: str | Path, workdir: str | Path = ".") -> pd.DataFrame:
+    """Read and validate ``videos.tsv``; returns a table indexed by ``video_id``."""
+    path, schema, workdir = Path(path), Path(schema), Path(workdir)
+    table = _read_tsv(path, "videos")
+    table = _to_numbers(table, VIDEO_NUMERIC, path, "video_id")
+    table = _validate(table, schema, path, "video_id")
+    _check_unique(table, path, "video_id")
+    _check_paths(table, path, "video_id", workdir)
+    return table.set_index("video_id", drop=False)
+
+
+def parse_stimulus(
+    text: str, known_videos: set[str] | None = None, where: str = "stimulus"
+) -> list[StimulusEvent]:
+    """Parse ``vid`` or ``vid@onset;vid@onset`` into events with onsets in seconds.
+
+    Onsets must be non-negative and strictly increasing; every video must be
+    known when ``known_videos`` is given. ``where`` prefixes error messages.
+    """
+    events: list[StimulusEvent] = []
+    for item in (part.strip() for part in text.split(";")):
+        if not item:
+            continue
+        video_id, _, onset_text = item.partition("@")
+        video_id = video_id.strip()
+        if not _ID_RE.match(video_id):
+            raise ValueError(
+                f"{where}: {video_id!r} is not a valid video_id (letters, digits, '_' and '-')"
+            )
+        try:
+            onset = float(onset_text) if onset_text.strip() else 0.0
+        except ValueError:
+            raise ValueError(
+                f"{where}: onset {onset_text!r} of {video_id!r} is not a number of seconds"
+            ) from None
+        if onset < 0:
+            raise ValueError(f"{where}: onset of {video_id!r} is negative ({onset} s)")
+        if events and onset <= events[-1].onset:
+            raise ValueError(
+                f"{where}: onsets must increase; {video_id!r}@{onset} comes after {events[-1].video_id!r}@{events[-1].onset}"
+            )
+        if known_videos is not None and video_id not in known_videos:
+            raise ValueError(f"{where}: video {video_id!r} is not in videos.tsv")
+        events.append(StimulusEvent(video_id, onset))
+    if not events:
+        raise ValueError(f"{where}: names no video")
+    return events
+
+
+def load_recordings(
+    path: str | Path, schema: str | Path, videos: pd.DataFrame, workdir: str | Path = "."
+) -> pd.DataFrame:
+    """Read and validate ``recordings.tsv``; returns a table indexed by ``recording_id``.
+
+    Adds a ``timeline`` column holding the parsed list of :class:`StimulusEvent`.
+    """
+    path, schema, workdir = Path(path), Path(schema), Path(workdir)
+    table = _read_tsv(path, "recordings")
+    table = _to_numbers(table, RECORDING_NUMERIC, path, "recording_id")
+    table = _validate(table, schema, path, "recording_id")
+    _check_unique(table, path, "recording_id")
+    _check_paths(table, path, "recording_id", workdir)
+    known = set(videos["video_id"])
+    timelines = []
+    for row, (rec, text) in enumerate(zip(table["recording_id"], table["stimulus"], strict=True)):
+        try:
+            timelines.append(parse_stimulus(text, known, where=f"row {row + 2} ({rec!r})"))
+        except ValueError as err:
+            raise InputError(
+                path,
+                f"{err}.",
+                "write `video_id` or `video_id@onset;video_id@onset` with increasing onsets in seconds, using ids from videos.tsv.",
+                field="stimulus",
+            ) from None
+    table["timeline"] = timelines
+    for subject, rows in table.groupby("subject"):
+        modalities = sorted(set(rows["modality"]))
+        if len(modalities) > 1:
+            raise InputError(
+                path,
+                f"subject {subject!r} has recordings of several modalities ({', '.join(modalities)}); a subject's runs are fit together.",
+                f"give each modality its own subject id (e.g. {subject}-{modalities[0]}).",
+                field="subject",
+            )
+    return table.set_index("recording_id", drop=False)
+
+
+def subject_runs(recordings: pd.DataFrame) -> dict[str, list[str]]:
+    """Recording ids of each subject, in sheet order (the runs of leave-one-run-out CV)."""
+    return {
+        str(s): list(rows["recording_id"]) for s, rows in recordings.groupby("subject", sort=True)
+    }
