@@ -28,7 +28,7 @@ wildcard_constraints:
 
 
 def lib(*modules):
-    """Library source files a rule runs, as inputs: editing them re-runs the rule."""
+    """Library modules a step runs, declared as inputs so that editing them re-runs the step."""
     src = Path(workflow.basedir) / "src" / "neurovid"
     return [str(src / f"{name}.py") for name in ("io", *modules)]
 
@@ -63,14 +63,39 @@ def used_extractors():
     return sorted({f for m in MODELS.values() for f in m["features"]})
 
 
+def subject_recordings(wildcards):
+    return SUBJECT_RUNS[wildcards.subject]
+
+
+def demo_features(wildcards):
+    return [
+        ancient(f"results/features/motion_energy/{video}.h5")
+        for video in timeline_videos(wildcards.recording)
+    ]
+
+
+def demo_subject_features(wildcards):
+    first_run = SUBJECT_RUNS[wildcards.subject][0]
+    video = timeline_videos(first_run)[0]
+    return ancient(f"results/features/motion_energy/{video}.h5")
+
+
 def all_targets():
     targets = []
     for model in MODELS:
         subjects = model_subjects(model)
-        targets += expand("results/encoding/{model}/{subject}/scores.h5", model=model, subject=subjects)
+        targets += expand(
+            "results/encoding/{model}/{subject}/scores.h5",
+            model=model,
+            subject=subjects,
+        )
         if subjects:
             targets += [f"results/figures/{model}/score_hist.png"]
-            targets += expand("results/figures/{model}/traces/{subject}.png", model=model, subject=subjects)
+            targets += expand(
+                "results/figures/{model}/traces/{subject}.png",
+                model=model,
+                subject=subjects,
+            )
         if len(fmri_subjects(model)) >= 2:
             targets += [
                 f"results/stats/{model}/summary.json",

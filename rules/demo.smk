@@ -5,30 +5,17 @@
 # does not change when a stimulus file is touched, so only the analysis re-runs.
 
 
-def demo_features(wildcards):
-    return [
-        ancient(f"results/features/motion_energy/{video}.h5")
-        for video in timeline_videos(wildcards.recording)
-    ]
-
-
-def demo_subject_features(wildcards):
-    first_run = SUBJECT_RUNS[wildcards.subject][0]
-    video = timeline_videos(first_run)[0]
-    return ancient(f"results/features/motion_energy/{video}.h5")
-
-
 rule demo_clip:
     output:
         "results/demo/stimuli/{clip}.mp4",
-    wildcard_constraints:
-        clip="bigbuckbunny|bikes",
-    params:
-        clip=lambda wc: wc.clip,
     log:
         "results/logs/demo/clip_{clip}.log",
+    wildcard_constraints:
+        clip="bigbuckbunny|bikes",
     conda:
         "../envs/video.yaml"
+    params:
+        clip=lambda wc: wc.clip,
     script:
         "../scripts/demo_clip.py"
 
@@ -38,18 +25,18 @@ rule demo_movie:
         code=lib("video", "demo/stimuli"),
     output:
         "results/demo/stimuli/{movie}.mp4",
-    wildcard_constraints:
-        movie="|".join(config["demo"]["generated"]) or "(?!)",
-    params:
-        seconds=lambda wc: config["demo"]["generated"][wc.movie],
-        size=config["demo"]["movie"],
-        seed=lambda wc: [config["demo"]["seed"], wc.movie],
     log:
         "results/logs/demo/movie_{movie}.log",
+    wildcard_constraints:
+        movie="|".join(config["demo"]["generated"]) or "(?!)",
     conda:
         "../envs/video.yaml"
     resources:
         runtime=20,
+    params:
+        seconds=lambda wc: config["demo"]["generated"][wc.movie],
+        size=config["demo"]["movie"],
+        seed=lambda wc: [config["demo"]["seed"], wc.movie],
     script:
         "../scripts/demo_movie.py"
 
@@ -59,12 +46,12 @@ rule demo_roi:
         code=lib("demo/responses"),
     output:
         "results/demo/truth/fmri_roi.nii.gz",
-    params:
-        fmri=config["neural"]["fmri"],
     log:
         "results/logs/demo/roi.log",
     conda:
         "../envs/neural.yaml"
+    params:
+        fmri=config["neural"]["fmri"],
     script:
         "../scripts/demo_roi.py"
 
@@ -80,14 +67,14 @@ rule demo_truth:
         code=lib("demo/responses"),
     output:
         "results/demo/truth/{subject}.h5",
-    params:
-        subject=lambda wc: wc.subject,
-        modality=lambda wc: subject_modality(wc.subject),
-        seed=lambda wc: [config["demo"]["seed"], wc.subject],
     log:
         "results/logs/demo/truth_{subject}.log",
     conda:
         "../envs/neural.yaml"
+    params:
+        subject=lambda wc: wc.subject,
+        modality=lambda wc: subject_modality(wc.subject),
+        seed=lambda wc: [config["demo"]["seed"], wc.subject],
     script:
         "../scripts/demo_truth.py"
 
@@ -101,6 +88,12 @@ rule demo_fmri_run:
     output:
         bold="results/demo/fmri/{recording}.nii.gz",
         truth="results/demo/fmri/{recording}.truth.h5",
+    log:
+        "results/logs/demo/fmri_{recording}.log",
+    conda:
+        "../envs/neural.yaml"
+    resources:
+        mem_mb=3000,
     params:
         timeline=lambda wc: [
             [e.video_id, e.onset] for e in RECORDINGS.at[wc.recording, "timeline"]
@@ -108,12 +101,6 @@ rule demo_fmri_run:
         tr=lambda wc: RECORDINGS.at[wc.recording, "tr"],
         tail_s=config["demo"]["tail_s"],
         seed=lambda wc: [config["demo"]["seed"], wc.recording],
-    log:
-        "results/logs/demo/fmri_{recording}.log",
-    conda:
-        "../envs/neural.yaml"
-    resources:
-        mem_mb=3000,
     script:
         "../scripts/demo_fmri_run.py"
 
@@ -126,6 +113,10 @@ rule demo_mouse_run:
     output:
         table="results/demo/mice/{recording}.tsv",
         truth="results/demo/mice/{recording}.truth.h5",
+    log:
+        "results/logs/demo/mouse_{recording}.log",
+    conda:
+        "../envs/neural.yaml"
     params:
         timeline=lambda wc: [
             [e.video_id, e.onset] for e in RECORDINGS.at[wc.recording, "timeline"]
@@ -134,9 +125,5 @@ rule demo_mouse_run:
         sampling_rate=lambda wc: RECORDINGS.at[wc.recording, "sampling_rate"],
         tail_s=config["demo"]["tail_s"],
         seed=lambda wc: [config["demo"]["seed"], wc.recording],
-    log:
-        "results/logs/demo/mouse_{recording}.log",
-    conda:
-        "../envs/neural.yaml"
     script:
         "../scripts/demo_mouse_run.py"

@@ -1,10 +1,6 @@
 # Encoding models: PCA -> FIR delays -> ridge / LASSO, leave-one-run-out CV, per subject.
 
 
-def subject_recordings(wildcards):
-    return SUBJECT_RUNS[wildcards.subject]
-
-
 rule encode:
     input:
         responses=lambda wc: expand(
@@ -22,6 +18,16 @@ rule encode:
         metrics="results/encoding/{model}/{subject}/metrics.tsv",
         predictions="results/encoding/{model}/{subject}/predictions.h5",
         weights="results/encoding/{model}/{subject}/weights.h5",
+    log:
+        "results/logs/encode/{model}/{subject}.log",
+    benchmark:
+        "results/benchmarks/encode/{model}/{subject}.tsv"
+    conda:
+        "../envs/encoding.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
     params:
         model=lambda wc: MODELS[wc.model],
         model_name=lambda wc: wc.model,
@@ -31,16 +37,6 @@ rule encode:
         zscore_runs=config["neural"]["zscore_runs"],
         top_targets=config["encoding"]["top_targets"],
         seed=config["seed"],
-    log:
-        "results/logs/encode/{model}/{subject}.log",
-    benchmark:
-        "results/benchmarks/encode/{model}/{subject}.tsv"
-    threads: 2
-    conda:
-        "../envs/encoding.yaml"
-    resources:
-        mem_mb=8000,
-        runtime=120,
     script:
         "../scripts/encode.py"
 

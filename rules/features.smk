@@ -7,17 +7,17 @@ rule motion_energy:
         code=lib("video", "features/motion_energy"),
     output:
         "results/features/motion_energy/{video}.h5",
-    params:
-        settings=config["features"]["motion_energy"],
     log:
         "results/logs/motion_energy/{video}.log",
     benchmark:
         "results/benchmarks/motion_energy/{video}.tsv"
-    threads: 1
     conda:
         "../envs/features.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=60,
+    params:
+        settings=config["features"]["motion_energy"],
     script:
         "../scripts/motion_energy.py"

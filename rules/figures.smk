@@ -13,8 +13,6 @@ rule figure_surface:
             subcategory="Group maps",
             caption="../report/surface.rst",
         ),
-    params:
-        model=lambda wc: wc.model,
     log:
         "results/logs/figures/{model}/surface.log",
     conda:
@@ -22,6 +20,8 @@ rule figure_surface:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        model=lambda wc: wc.model,
     script:
         "../scripts/figure_surface.py"
 
@@ -39,8 +39,6 @@ rule figure_glass_brain:
             subcategory="Group maps",
             caption="../report/glass_brain.rst",
         ),
-    params:
-        model=lambda wc: wc.model,
     log:
         "results/logs/figures/{model}/glass_brain.log",
     conda:
@@ -48,6 +46,8 @@ rule figure_glass_brain:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        model=lambda wc: wc.model,
     script:
         "../scripts/figure_glass_brain.py"
 
@@ -67,9 +67,6 @@ rule figure_score_hist:
             subcategory="Scores",
             caption="../report/score_hist.rst",
         ),
-    params:
-        model=lambda wc: wc.model,
-        subjects=lambda wc: model_subjects(wc.model),
     log:
         "results/logs/figures/{model}/score_hist.log",
     conda:
@@ -77,6 +74,9 @@ rule figure_score_hist:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        model=lambda wc: wc.model,
+        subjects=lambda wc: model_subjects(wc.model),
     script:
         "../scripts/figure_score_hist.py"
 
@@ -92,10 +92,6 @@ rule figure_traces:
             subcategory="Predicted vs recorded",
             caption="../report/traces.rst",
         ),
-    params:
-        model=lambda wc: wc.model,
-        subject=lambda wc: wc.subject,
-        seconds=config["figures"]["traces_seconds"],
     log:
         "results/logs/figures/{model}/traces_{subject}.log",
     conda:
@@ -103,5 +99,9 @@ rule figure_traces:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        model=lambda wc: wc.model,
+        subject=lambda wc: wc.subject,
+        seconds=config["figures"]["traces_seconds"],
     script:
         "../scripts/figure_traces.py"

@@ -8,6 +8,13 @@ rule ingest:
         code=lib("neural"),
     output:
         "results/neural/{recording}.h5",
+    log:
+        "results/logs/ingest/{recording}.log",
+    conda:
+        "../envs/neural.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         recording_id=lambda wc: wc.recording,
         subject=lambda wc: RECORDINGS.at[wc.recording, "subject"],
@@ -19,13 +26,6 @@ rule ingest:
             else None
         ),
         fmri=config["neural"]["fmri"],
-    log:
-        "results/logs/ingest/{recording}.log",
-    conda:
-        "../envs/neural.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=30,
     script:
         "../scripts/ingest.py"
 
@@ -41,10 +41,6 @@ rule align:
         code=lib("align"),
     output:
         "results/aligned/{extractor}/{recording}.h5",
-    params:
-        timeline=lambda wc: [
-            [e.video_id, e.onset] for e in RECORDINGS.at[wc.recording, "timeline"]
-        ],
     log:
         "results/logs/align/{extractor}/{recording}.log",
     conda:
@@ -52,5 +48,9 @@ rule align:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        timeline=lambda wc: [
+            [e.video_id, e.onset] for e in RECORDINGS.at[wc.recording, "timeline"]
+        ],
     script:
         "../scripts/align.py"

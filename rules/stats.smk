@@ -16,10 +16,6 @@ rule group_stats:
         fdr_mask="results/stats/{model}/fdr_mask.nii.gz",
         mean_r="results/stats/{model}/mean_r.nii.gz",
         summary="results/stats/{model}/summary.json",
-    params:
-        subjects=lambda wc: fmri_subjects(wc.model),
-        fdr_alpha=config["stats"]["fdr_alpha"],
-        alternative=config["stats"]["alternative"],
     log:
         "results/logs/group_stats/{model}.log",
     conda:
@@ -27,5 +23,9 @@ rule group_stats:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        subjects=lambda wc: fmri_subjects(wc.model),
+        fdr_alpha=config["stats"]["fdr_alpha"],
+        alternative=config["stats"]["alternative"],
     script:
         "../scripts/group_stats.py"

@@ -25,6 +25,16 @@ rule standardize:
         code=lib("video"),
     output:
         "results/video/{video}/standard.mp4",
+    log:
+        "results/logs/standardize/{video}.log",
+    benchmark:
+        "results/benchmarks/standardize/{video}.tsv"
+    conda:
+        "../envs/video.yaml"
+    threads: 2
+    resources:
+        mem_mb=1000,
+        runtime=60,
     params:
         fps=config["video"]["fps"],
         width=config["video"]["width"],
@@ -32,16 +42,6 @@ rule standardize:
         color=config["video"]["color"],
         crf=config["video"]["crf"],
         fps_override=lambda wc: VIDEOS.at[wc.video, "fps"] if "fps" in VIDEOS else None,
-    log:
-        "results/logs/standardize/{video}.log",
-    benchmark:
-        "results/benchmarks/standardize/{video}.tsv"
-    threads: 2
-    conda:
-        "../envs/video.yaml"
-    resources:
-        mem_mb=1000,
-        runtime=60,
     script:
         "../scripts/standardize.py"
 

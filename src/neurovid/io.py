@@ -346,3 +346,18 @@ def read_responses(path: PathLike) -> ResponseSet:
         )
     _check_times(path, rs.times, rs.responses.shape[0], "responses")
     return rs
+
+
+def read_h5(path: PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """All datasets (strings decoded) and attributes of a flat HDF5 file."""
+    arrays: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r") as h5:
+        for name, dataset in h5.items():
+            if not isinstance(dataset, h5py.Dataset):
+                continue
+            if h5py.check_string_dtype(dataset.dtype) is not None:
+                arrays[name] = dataset.asstr()[...]
+            else:
+                arrays[name] = dataset[...]
+        attrs = read_attrs(h5)
+    return arrays, attrs

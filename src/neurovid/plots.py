@@ -1,0 +1,166 @@
+"""Figures for the report: group maps on the brain, score distributions, predicted traces.
+
+Every figure is written atomically as PNG with its provenance (JSON) in the PNG
+``Description`` text chunk, and without timestamps, so reruns give the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # batch jobs have no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from neurovid import __version__  # noqa: E402
+from neurovid.io import PathLike, atomic_path, to_json  # noqa: E402
+
+
+def save_figure(fig: plt.Figure, path: PathLike, provenance: Mapping[str, Any]) -> None:
+    """Save ``fig`` as PNG atomically, provenance in the metadata, then close it."""
+    metadata = {"Software": f"neurovid {__version__}", "Description": to_json(dict(provenance))}
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, metadata=metadata, bbox_inches="tight")
+    plt.close(fig)
+
+
+def thresholded(t_img, fdr_mask_img):
+    """The t map with voxels outside the FDR mask set to 0."""
+    import nibabel as nib
+
+    t = np.asarray(t_img.get_fdata(), dtype=np.float32)
+    keep = np.asarray(fdr_mask_img.get_fdata()) > 0
+    return nib.Nifti1Image(np.where(keep, np.nan_to_num(t), 0).astype(np.float32), t_img.affine)
+
+
+def surface_figure(
+    t_img, fdr_mask_img, path: PathLike, title: str, provenance: Mapping[str, Any]
+) -> None:
+    """FDR-thresholded group t map on nilearn's bundled fsaverage5 (both hemispheres, 2 views)."""
+    from nilearn import datasets, plotting
+    from nilearn.surface import SurfaceImage
+
+    mesh = datasets.load_fsaverage("fsaverage5")
+    sulcal = datasets.load_fsaverage_data(
+        mesh_name="fsaverage5", mesh_type="inflated", data_type="sulcal"
+    )
+    surf = SurfaceImage.from_volume(mesh=mesh["pial"], volume_img=thresholded(t_img, fdr_mask_img))
+    peak = float(np.nanmax(np.abs(thresholded(t_img, fdr_mask_img).get_fdata())))
+    vmax = peak if peak > 0 else 1.0
+    fig, axes = plt.subplots(2, 2, figsize=(9, 7), subplot_kw={"projection": "3d"})
+    for row, hemi in enumerate(("left", "right")):
+        for col, view in enumerate(("lateral", "posterior")):
+            plotting.plot_surf_stat_map(
+                surf_mesh=mesh["inflated"],
+                stat_map=surf,
+                bg_map=sulcal,
+                hemi=hemi,
+                view=view,
+                cmap="RdBu_r",
+                vmax=vmax,
+                threshold=1e-6,
+                colorbar=col == 1,
+                axes=axes[row, col],
+                figure=fig,
+                title=f"{hemi} {view}",
+            )
+    fig.suptitle(title)
+    save_figure(fig, path, provenance)
+
+
+def glass_brain_figure(
+    t_img, fdr_mask_img, path: PathLike, title: str, provenance: Mapping[str, Any]
+) -> None:
+    """Glass brain of the FDR-thresholded group t map."""
+    from nilearn import plotting
+
+    fig = plt.figure(figsize=(9, 3.5))
+    plotting.plot_glass_brain(
+        thresholded(t_img, fdr_mask_img),
+        display_mode="lyrz",
+        colorbar=True,
+        plot_abs=False,
+        threshold=1e-6,
+        cmap="RdBu_r",
+        figure=fig,
+        title=title,
+    )
+    save_figure(fig, path, provenance)
+
+
+def score_histogram(
+    scores: Mapping[str, np.ndarray], path: PathLike, title: str, provenance: Mapping[str, Any]
+) -> None:
+    """Histogram of held-out r per subject (density, shared bins), mean marked."""
+    finite = {s: np.asarray(r, dtype=float)[np.isfinite(r)] for s, r in scores.items()}
+    values = np.concatenate([r for r in finite.values() if r.size] or [np.zeros(1)])
+    bins = np.linspace(min(-0.2, values.min()), max(0.2, values.max()), 50)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for subject, r in finite.items():
+        label = (
+            f"{subject} (n={r.size}, mean r={r.mean():.3f})" if r.size else f"{subject} (no scores)"
+        )
+        ax.hist(r, bins=bins, histtype="step", density=True, linewidth=1.5, label=label)
+    ax.axvline(0, color="k", linewidth=0.8)
+    ax.set_xlabel("held-out Pearson r")
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    save_figure(fig, path, provenance)
+
+
+def traces_figure(
+    predictions: Mapping[str, np.ndarray],
+    path: PathLike,
+    title: str,
+    seconds: float,
+    provenance: Mapping[str, Any],
+) -> None:
+    """Recorded vs held-out predicted responses of the best targets, first ``seconds`` of a run.
+
+    ``predictions`` has the arrays of an encoding ``predictions.h5``: times, run,
+    recorded [T, K], predicted [T, K], target_names [K], r [K].
+    """
+    runs = np.asarray(predictions["run"]).astype(str)
+    first_run = runs[0]
+    in_run = runs == first_run
+    times = np.asarray(predictions["times"])[in_run]
+    window = times <= times[0] + seconds
+    names = np.asarray(predictions["target_names"]).astype(str)
+    n_targets = len(names)
+    fig, axes = plt.subplots(
+        n_targets, 1, figsize=(9, 1.6 * n_targets + 0.6), sharex=True, squeeze=False
+    )
+    for k, ax in enumerate(axes[:, 0]):
+        ax.plot(
+            times[window],
+            predictions["recorded"][in_run][window, k],
+            color="0.3",
+            lw=1,
+            label="recorded",
+        )
+        ax.plot(
+            times[window],
+            predictions["predicted"][in_run][window, k],
+            color="C3",
+            lw=1.2,
+            label="predicted (held out)",
+        )
+        ax.set_ylabel(names[k], fontsize=8)
+        ax.text(
+            0.99,
+            0.9,
+            f"r = {predictions['r'][k]:.2f}",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=8,
+        )
+    axes[0, 0].legend(loc="upper left", fontsize=8, ncol=2)
+    axes[-1, 0].set_xlabel(f"time in run {first_run} (s)")
+    fig.suptitle(title)
+    save_figure(fig, path, provenance)

@@ -91,8 +91,9 @@ def _validate(table: pd.DataFrame, schema: Path, path: Path, id_column: str) -> 
     try:
         validate(table, str(schema.resolve()))
     except WorkflowError as err:
-        cause = next((a for a in err.args if isinstance(a, ValidationError)), None)
-        match = re.search(r"row (\d+)", str(err.args[0]) if err.args else "")
+        # snakemake formats its arguments to text; the schema error is the exception context.
+        cause = err.__context__ if isinstance(err.__context__, ValidationError) else None
+        match = re.search(r"row (\d+)", str(err))
         if cause is None or match is None:
             raise
         row = int(match.group(1))

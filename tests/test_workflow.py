@@ -1,0 +1,299 @@
+"""The demo workflow end to end, incremental re-runs, and bad input through Snakemake.
+
+The demo runs once per session in a fresh copy of the workflow (as a new
+clone would be); the other tests read its results or work on copies of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from neurovid.io import read_features, read_h5, read_responses
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from _workflow import copy_workflow  # noqa: E402
+
+pytestmark = pytest.mark.workflow
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+REPORT = ("--report", "results/report.html", "--report-after-run")  # as in README.md
+FMRI_SUBJECTS = ["sub-01", "sub-02", "sub-03", "sub-04"]
+MICE = {"mouse-1": "spikes", "mouse-2": "calcium"}
+
+
+def snakemake(work: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [SNAKEMAKE, "--profile", "profiles/workstation", *args],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+def planned_jobs(work: Path, *args: str) -> dict[tuple[str, str], list[str]]:
+    """Dry-run: {(rule, first output): all outputs + logs} of every job Snakemake would run."""
+    done = snakemake(work, "--dry-run", *args, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    jobs: dict[tuple[str, str], list[str]] = {}
+    rule = None
+    files: list[str] = []
+    for line in (done.stdout + "\n" + done.stderr).splitlines():
+        header = re.match(r"^(?:local)?rule (\w+):$", line)
+        if header:
+            rule, files = header.group(1), []
+            continue
+        field = re.match(r"^    (output|log): (.*)$", line)
+        if rule and field:
+            files += [f.strip() for f in field.group(2).split(",")]
+        if rule and line.startswith("    jobid:"):
+            jobs[(rule, files[0] if files else "")] = files
+            rule = None
+    return jobs
+
+
+def snapshot(work: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(work)): p.stat().st_mtime_ns
+        for p in (work / "results").rglob("*")
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    work = copy_workflow(tmp_path_factory.mktemp("demo") / "workflow")
+    start = time.perf_counter()
+    done = snakemake(work, *REPORT)
+    wall = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr[-6000:]
+    print(f"\ndemo end to end: {wall:.0f} s")
+    return SimpleNamespace(work=work, results=work / "results", wall=wall)
+
+
+def test_demo_runs_under_ten_minutes_and_builds_the_report(demo: SimpleNamespace) -> None:
+    assert demo.wall < 600, f"demo took {demo.wall:.0f} s"
+    report = demo.results / "report.html"
+    assert report.stat().st_size > 100_000
+    html = report.read_text(errors="replace")
+    for figure in ("surface.png", "glass_brain.png", "score_hist.png", "sub-01.png", "mouse-1.png"):
+        assert figure in html, f"{figure} missing from the report"
+
+
+def test_demo_outputs_follow_the_contracts(demo: SimpleNamespace) -> None:
+    probe = json.loads((demo.results / "video/bigbuckbunny/probe.json").read_text())
+    assert json.dumps(probe).count("audio") >= 1  # the real clip has an audio track, dropped later
+    features = read_features(demo.results / "features/motion_energy/gen03.h5")
+    assert features.features.shape[0] == len(features.times) == 60 * 15
+    assert np.all(np.diff(features.times) > 0) and features.times[-1] < features.duration <= 60.1
+    assert features.attrs["extractor"] == "motion_energy" and "provenance" in features.attrs
+    responses = read_responses(demo.results / "neural/sub-01_run-1.h5")
+    assert responses.responses.shape[1] == int(responses.mask.sum()) == 64292
+    assert responses.attrs["modality"] == "fmri" and responses.sampling_rate == 1.0
+    table = pd.read_csv(demo.results / "encoding/me_ridge/mouse-1/scores.tsv", sep="\t")
+    assert len(table) == 50 and {"target", "r", "r2", "alpha"} <= set(table.columns)
+
+
+def roi_and_scores(results: Path, subject: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    roi = nib.load(results / "demo/truth/fmri_roi.nii.gz").get_fdata() > 0
+    arrays, _ = read_h5(results / f"encoding/me_ridge/{subject}/scores.h5")
+    r_map = nib.load(results / f"encoding/me_ridge/{subject}/r.nii.gz").get_fdata()
+    return roi, arrays["mask"] > 0, r_map
+
+
+def test_demo_roi_voxels_score_higher_than_the_rest(demo: SimpleNamespace) -> None:
+    for subject in FMRI_SUBJECTS:
+        roi, mask, r_map = roi_and_scores(demo.results, subject)
+        roi_mean = float(r_map[roi & mask].mean())
+        rest_mean = float(r_map[mask & ~roi].mean())
+        print(
+            f"{subject}: mean held-out r ROI {roi_mean:.3f} ({(roi & mask).sum()} voxels), non-ROI {rest_mean:.3f}"
+        )
+        assert roi_mean > rest_mean + 0.2
+        assert abs(rest_mean) < 0.05
+
+
+def test_demo_group_fdr_map_recovers_the_roi(demo: SimpleNamespace) -> None:
+    roi, mask, _ = roi_and_scores(demo.results, FMRI_SUBJECTS[0])
+    significant = nib.load(demo.results / "stats/me_ridge/fdr_mask.nii.gz").get_fdata() > 0
+    dice = 2 * (significant & roi).sum() / (significant.sum() + roi.sum())
+    summary = json.loads((demo.results / "stats/me_ridge/summary.json").read_text())
+    print(
+        f"Dice(FDR map, ROI) = {dice:.3f}; {significant.sum()} significant voxels, ROI {roi.sum()}"
+    )
+    assert summary["n_subjects"] == 4
+    assert dice >= 0.7
+
+
+def noise_ceiling(results: Path, mouse: str) -> np.ndarray:
+    """Per-neuron r between the simulation's expected response and the recorded one, mean over runs."""
+    per_run = []
+    for run in (1, 2, 3):
+        recorded = read_responses(results / f"neural/{mouse}_run-{run}.h5").responses
+        truth, _ = read_h5(results / f"demo/mice/{mouse}_run-{run}.truth.h5")
+        expected = truth["expected"]
+        per_run.append(
+            [np.corrcoef(expected[:, n], recorded[:, n])[0, 1] for n in range(recorded.shape[1])]
+        )
+    return np.nanmean(per_run, axis=0)
+
+
+def test_demo_mice_reach_the_noise_ceiling(demo: SimpleNamespace) -> None:
+    for mouse, modality in MICE.items():
+        arrays, attrs = read_h5(demo.results / f"encoding/me_ridge/{mouse}/scores.h5")
+        assert attrs["modality"] == modality
+        ceiling = noise_ceiling(demo.results, mouse)
+        model_r = float(np.nanmean(arrays["r"]))
+        print(
+            f"{mouse} ({modality}): mean held-out r {model_r:.3f}, noise ceiling {ceiling.mean():.3f}"
+        )
+        assert abs(model_r - ceiling.mean()) <= 0.1
+
+
+@pytest.fixture(scope="module")
+def scratch(demo: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the finished demo (modification times kept) to change and re-run."""
+    work = tmp_path_factory.mktemp("rerun") / "workflow"
+    shutil.copytree(demo.work, work, symlinks=True)
+    return work
+
+
+def demo_runs_showing(video: str) -> list[str]:
+    run = {"gen01": 1, "bigbuckbunny": 1, "bikes": 2, "gen02": 2, "gen03": 3, "gen04": 3}[video]
+    return [f"{s}_run-{run}" for s in FMRI_SUBJECTS] + [f"{m}_run-{run}" for m in MICE]
+
+
+def encoding_downstream(model: str, subjects: list[str]) -> set[tuple[str, str]]:
+    jobs = {("encode", f"results/encoding/{model}/{s}/scores.h5") for s in subjects}
+    jobs |= {("figure_traces", f"results/figures/{model}/traces/{s}.png") for s in subjects}
+    jobs.add(("figure_score_hist", f"results/figures/{model}/score_hist.png"))
+    fmri = [s for s in subjects if s.startswith("sub-")]
+    if fmri:
+        jobs |= {("score_maps", f"results/encoding/{model}/{s}/r.nii.gz") for s in fmri}
+        jobs |= {
+            ("group_stats", f"results/stats/{model}/t.nii.gz"),
+            ("figure_surface", f"results/figures/{model}/surface.png"),
+            ("figure_glass_brain", f"results/figures/{model}/glass_brain.png"),
+        }
+    return jobs
+
+
+def test_touching_one_video_reruns_exactly_its_downstream_jobs(scratch: Path) -> None:
+    time.sleep(1.1)
+    (scratch / "results/demo/stimuli/gen01.mp4").touch()
+    jobs = planned_jobs(scratch)
+    expected = {
+        ("probe", "results/video/gen01/probe.json"),
+        ("standardize", "results/video/gen01/standard.mp4"),
+        ("motion_energy", "results/features/motion_energy/gen01.h5"),
+        ("all", ""),
+    }
+    expected |= {
+        ("align", f"results/aligned/motion_energy/{r}.h5") for r in demo_runs_showing("gen01")
+    }
+    expected |= encoding_downstream("me_ridge", FMRI_SUBJECTS + list(MICE))
+    expected |= encoding_downstream("me_lasso", list(MICE))
+    assert set(jobs) == expected
+
+    before = snapshot(scratch)
+    features_before = (scratch / "results/features/motion_energy/gen01.h5").read_bytes()
+    done = snakemake(scratch, *REPORT)
+    assert done.returncode == 0, done.stderr[-4000:]
+    after = snapshot(scratch)
+    changed = {path for path, mtime in after.items() if before.get(path) != mtime}
+    allowed = {f for files in jobs.values() for f in files} | {"results/report.html"}
+    allowed |= {p for p in changed if p.startswith("results/benchmarks/")}
+    unexpected = sorted(changed - allowed)
+    assert not unexpected, unexpected[:20]
+    for files in jobs.values():
+        for f in files:
+            if (
+                f.startswith("results/")
+                and not f.startswith("results/logs/")
+                and (scratch / f).is_file()
+            ):
+                assert f in changed, f"{f} was planned but not rewritten"
+    untouched = "results/features/motion_energy/gen02.h5"
+    assert untouched in before and untouched not in changed
+    # Same inputs, same bytes: the recomputed features are identical.
+    assert (scratch / "results/features/motion_energy/gen01.h5").read_bytes() == features_before
+
+
+def test_changing_an_encoding_parameter_reruns_only_encoding_and_after(scratch: Path) -> None:
+    config = (scratch / "config.yaml").read_text()
+    changed = config.replace(
+        "alphas: [1, 10, 100, 1000, 10000, 100000, 1000000]",
+        "alphas: [10, 100, 1000, 10000, 100000]",
+    )
+    assert changed != config
+    (scratch / "config.yaml").write_text(changed)
+    jobs = planned_jobs(scratch)
+    expected = encoding_downstream("me_ridge", FMRI_SUBJECTS + list(MICE)) | {("all", "")}
+    assert set(jobs) == expected
+
+
+def make_project(root: Path, videos: list[tuple[str, str]], recording: str = "v1") -> Path:
+    work = copy_workflow(root / "workflow")
+    (work / "data").mkdir()
+    (work / "data/rec.tsv").write_text(
+        "time\tn0\n" + "".join(f"{(i + 0.5) / 10}\t{i % 3}\n" for i in range(100))
+    )
+    (work / "videos.tsv").write_text(
+        "video_id\tpath\tkind\n" + "".join(f"{v}\t{p}\tstimulus\n" for v, p in videos)
+    )
+    (work / "recordings.tsv").write_text(
+        "recording_id\tsubject\tmodality\tpath\tstimulus\tsampling_rate\n"
+        f"r1\ts1\tspikes\tdata/rec.tsv\t{recording}\t10\nr2\ts1\tspikes\tdata/rec.tsv\t{recording}\t10\n"
+    )
+    config = (work / "config.yaml").read_text()
+    config = config.replace("videos: demo/videos.tsv", "videos: videos.tsv").replace(
+        "recordings: demo/recordings.tsv", "recordings: recordings.tsv"
+    )
+    (work / "config.yaml").write_text(config)
+    return work
+
+
+def test_own_sheets_plan_no_demo_jobs(tmp_path: Path) -> None:
+    work = make_project(tmp_path, [("v1", "data/rec.tsv")])
+    jobs = planned_jobs(work)
+    rules = {rule for rule, _ in jobs}
+    assert not {r for r in rules if r.startswith("demo_")}
+    assert ("probe", "results/video/v1/probe.json") in jobs
+    assert ("encode", "results/encoding/me_ridge/s1/scores.h5") in jobs
+
+
+def test_text_file_named_mp4_fails_in_the_workflow_without_partial_output(tmp_path: Path) -> None:
+    work = make_project(tmp_path, [("v1", "data/notes.mp4")])
+    (work / "data/notes.mp4").write_text("these are my notes, not a video\n")
+    done = snakemake(work, "results/video/v1/standard.mp4", timeout=300)
+    assert done.returncode != 0
+    log = (work / "results/logs/probe/v1.log").read_text()
+    assert "data/notes.mp4" in log
+    assert not (work / "results/video/v1/probe.json").exists()
+    assert not list((work / "results/video").rglob("*.json"))
+
+
+def test_duplicate_ids_stop_the_workflow_before_any_job(tmp_path: Path) -> None:
+    work = make_project(tmp_path, [("v1", "data/rec.tsv"), ("v1", "data/rec.tsv")])
+    done = snakemake(work, "--dry-run", timeout=120)
+    assert done.returncode != 0
+    assert (
+        "videos.tsv [video_id]: video_id 'v1' appears 2 times (rows 2, 3)"
+        in done.stdout + done.stderr
+    )
+    assert not (work / "results").exists()
