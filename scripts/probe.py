@@ -1,0 +1,28 @@
+"""Probe a video (container, streams, frame count, digest); reject unusable files."""
+
+from neurovid.io import provenance, write_json
+from neurovid.logs import script_logger
+from neurovid.video import probe
+
+log = script_logger(snakemake, "probe")
+try:
+    info = probe(snakemake.input.video)
+except Exception:
+    log.exception("probe failed")
+    raise
+info["provenance"] = provenance(
+    "probe", inputs={"video": snakemake.input.video}, packages=("av",), digest_inputs=False
+)
+write_json(snakemake.output[0], info)
+video = info["video"]
+log.info(
+    "%s: %s, %dx%d, %.3f fps, %d frames, %.2f s, %d audio stream(s)",
+    snakemake.input.video,
+    video["codec"],
+    video["width"],
+    video["height"],
+    video["fps"],
+    video["frames"],
+    info["duration"],
+    len(info["audio"]),
+)
