@@ -1,0 +1,496 @@
+"""Simulated recordings with known ground truth for the built-in demo.
+
+The demo's stimulus videos are real; the brains are simulated from the
+videos' motion-energy features, so the pipeline's results can be checked
+against the truth.
+
+Neural drive (shared by all modalities)
+    Features are placed on the recording's timeline with
+    :func:`neurovid.align.timeline_features` (the function the pipeline's
+    ``align`` step uses) and standardized with the subject's FIXED statistics
+    (mean and one overall scale of the reference video given to the truth
+    step, so every run is treated alike). ``n_patterns`` latent tuning
+    patterns pool many features with positive weights, with the component
+    along the feature mean removed; each voxel / neuron mixes them with
+    positive weights (its weights are ``mixing @ patterns``). So the drive is
+    a fixed linear function of the aligned features, blanks included (blanks
+    sit at the drive's in-video mean), and lives in the shared, high-variance
+    part of the features that generalizes across videos. This is what lets a
+    PCA (95%) + FIR + ridge model recover it from two training runs.
+
+fMRI (4 subjects, MNI space, 3 mm)
+    A "visual" ROI in occipital cortex (:func:`make_roi`: gray-matter voxels
+    within 20 mm of two occipital centres, 2,253 voxels at 3 mm). The drive
+    (10 Hz) of each ROI voxel is convolved with nilearn's Glover HRF, averaged
+    over each TR window, scaled to unit SD over the run and then to
+    ``snr * noise_sd`` (SNR 2.0 at the centres falling to 1.4 at the edge, the
+    same map in every subject up to +-5%), and added to AR(1) noise (1% of a
+    ~1000 baseline) present in every brain voxel. Non-ROI voxels are noise
+    only; outside the brain the image is 0.
+
+Mice (spikes, calcium; 50 neurons each)
+    A linear-nonlinear model at the recording rate: the drive, scaled to unit
+    SD over the run's stimulus time, gives ``rate = rate_hz * softplus(gain *
+    drive(t - latency) + bias) / softplus(bias)`` (latency 0.05-0.15 s),
+    Poisson spike counts per bin; calcium is the counts convolved with an
+    exponential kernel (``tau`` 0.3-0.5 s) in dF/F units plus Gaussian noise.
+
+Per-run truth files hold the noise-free expected response, so the noise
+ceiling of a target is ``corr(expected, observed)`` on a held-out run
+(:func:`noise_ceiling`). Every random draw comes from :func:`rng`, seeded by a
+hash of (seed parts, purpose): the same seed gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy import signal
+
+from neurovid.align import timeline_features
+from neurovid.io import FeatureSet
+from neurovid.sheets import StimulusEvent
+
+#: MNI coordinates (mm) of the two occipital centres of the demo's visual ROI.
+ROI_CENTRES_MM = ((-16.0, -90.0, 2.0), (16.0, -90.0, 2.0))
+ROI_RADIUS_MM = 20.0
+#: Timebase (Hz) on which fMRI neural drive is built before the HRF.
+FMRI_FINE_RATE = 10.0
+BOLD_BASELINE = 1000.0
+BOLD_NOISE_PERCENT = 1.0  # noise SD as % of baseline (per voxel, +-20%)
+FMRI_SNR_CENTRE = 2.0  # signal SD / noise SD at the ROI centres ...
+FMRI_SNR_EDGE = 1.4  # ... falling linearly to this at the ROI's edge
+NOISE_AR1 = 0.3  # lag-1 autocorrelation of the BOLD noise
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def seed_int(*parts: Any) -> int:
+    """A 64-bit integer seed from any JSON-able parts (e.g. ``[1, "sub-01"]``, ``"noise"``)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def rng(seed: Any, purpose: str) -> np.random.Generator:
+    """Independent random stream for ``purpose`` under ``seed`` (a number or a list)."""
+    return np.random.default_rng(seed_int(seed, purpose))
+
+
+# --------------------------------------------------------------------------- ROI
+
+
+def make_roi(
+    mask_img: nib.Nifti1Image,
+    centres_mm: Sequence[Sequence[float]] = ROI_CENTRES_MM,
+    radius_mm: float = ROI_RADIUS_MM,
+) -> nib.Nifti1Image:
+    """Binary (uint8) ROI: in-mask voxels within ``radius_mm`` of any centre."""
+    mask = np.asarray(mask_img.dataobj) > 0
+    ijk = np.argwhere(mask)
+    dist = _distance_mm(mask_img.affine, ijk, centres_mm)
+    roi = np.zeros(mask.shape, dtype=np.uint8)
+    roi[tuple(ijk[dist <= radius_mm].T)] = 1
+    img = nib.Nifti1Image(roi, mask_img.affine)
+    img.header.set_xyzt_units("mm")
+    return img
+
+
+def _distance_mm(
+    affine: np.ndarray, ijk: np.ndarray, centres_mm: Sequence[Sequence[float]]
+) -> np.ndarray:
+    xyz = nib.affines.apply_affine(affine, ijk)
+    return np.min(
+        [np.linalg.norm(xyz - np.asarray(c, dtype=float), axis=1) for c in centres_mm], axis=0
+    )
+
+
+def brain_mask(resolution_mm: int = 3) -> nib.Nifti1Image:
+    """Where simulated BOLD has signal: nilearn's MNI152 brain mask plus its GM mask."""
+    from nilearn.datasets import load_mni152_brain_mask, load_mni152_gm_mask
+
+    gm = load_mni152_gm_mask(resolution=resolution_mm)
+    brain = load_mni152_brain_mask(resolution=resolution_mm)
+    data = (np.asarray(gm.dataobj) > 0) | (np.asarray(brain.dataobj) > 0)
+    return nib.Nifti1Image(data.astype(np.uint8), gm.affine)
+
+
+# --------------------------------------------------------------------------- truth
+
+
+def feature_stats(features: FeatureSet) -> tuple[np.ndarray, float]:
+    """Fixed standardization: per-feature mean and ONE overall scale (RMS of the SDs).
+
+    A single scale keeps the features' relative variances (so the drive lives
+    where the features vary, i.e. in their top principal components) and is
+    robust to features that happen to be constant in the reference video.
+    """
+    x = np.asarray(features.features, dtype=np.float64)
+    mean = x.mean(axis=0)
+    scale = float(np.sqrt(np.mean(x.var(axis=0))))
+    return mean.astype(np.float32), scale if scale > 0 else 1.0
+
+
+def _patterns(gen: np.random.Generator, n_patterns: int, mean: np.ndarray) -> np.ndarray:
+    """Latent tuning patterns over features, float32 [K, D], unit norm.
+
+    Each pattern pools many features with positive (exponential) weights, the
+    shared, slowly varying "how much is going on where" part of motion energy
+    that generalizes across videos (independent random weights on single
+    features do not: held-out r of a noise-free linear drive drops to ~0.8).
+    The component along the reference feature mean is then removed, so the
+    drive is the same linear function of the aligned features in blank
+    periods (which alignment fills with 0) as during videos, with blanks at
+    the drive's in-video mean level instead of a huge "off" response.
+    """
+    p = gen.exponential(1.0, (n_patterns, len(mean)))
+    unit = np.asarray(mean, np.float64) / max(float(np.linalg.norm(mean)), 1e-12)
+    p -= np.outer(p @ unit, unit)
+    return (p / np.linalg.norm(p, axis=1, keepdims=True)).astype(np.float32)
+
+
+def make_fmri_truth(
+    features: FeatureSet,
+    roi_img: nib.Nifti1Image,
+    seed: Any,
+    *,
+    n_patterns: int = 4,
+    snr_centre: float = FMRI_SNR_CENTRE,
+    snr_edge: float = FMRI_SNR_EDGE,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """One fMRI subject's ground truth: (datasets, attrs) for :func:`neurovid.io.write_h5`.
+
+    ``features`` (one video's motion energy) only fixes the feature count and
+    standardization. Datasets: ``feature_mean`` [D], ``patterns`` [K, D],
+    ``mixing`` [R, K] (voxel weights = ``mixing @ patterns``), ``roi_ijk``
+    [R, 3], ``snr`` [R] (signal SD / noise SD; highest at the ROI centres,
+    the same map for every subject up to +-5%), ``brain_mask`` [X, Y, Z],
+    ``baseline`` and ``noise_sd`` [B] for the B brain voxels (C order), and
+    ``roi_noise_sd`` [R].
+    """
+    mean, scale = feature_stats(features)
+    roi = np.asarray(roi_img.dataobj) > 0
+    roi_ijk = np.argwhere(roi)
+    zooms = roi_img.header.get_zooms()[:3]
+    brain = np.asarray(brain_mask(int(round(float(zooms[0])))).dataobj) > 0
+    if brain.shape != roi.shape:
+        raise ValueError(f"ROI grid {roi.shape} is not the MNI152 grid {brain.shape}")
+    brain |= roi
+    n_brain = int(brain.sum())
+
+    patterns = _patterns(rng(seed, "patterns"), n_patterns, mean)
+    mixing = rng(seed, "mixing").exponential(1.0, (len(roi_ijk), n_patterns)).astype(np.float32)
+    dist = _distance_mm(roi_img.affine, roi_ijk, ROI_CENTRES_MM)
+    frac = np.clip(dist / ROI_RADIUS_MM, 0.0, 1.0)
+    jitter = rng(seed, "snr").uniform(0.95, 1.05, len(roi_ijk))
+    snr = ((snr_centre + (snr_edge - snr_centre) * frac) * jitter).astype(np.float32)
+    gen = rng(seed, "noise_sd")
+    baseline = BOLD_BASELINE * gen.uniform(0.8, 1.2, n_brain)
+    noise_sd = baseline * BOLD_NOISE_PERCENT / 100 * gen.uniform(0.8, 1.2, n_brain)
+    position = np.full(brain.shape, -1, dtype=np.int64)
+    position[brain] = np.arange(n_brain)
+    datasets = {
+        "feature_mean": mean,
+        "patterns": patterns,
+        "mixing": mixing,
+        "roi_ijk": roi_ijk.astype(np.int32),
+        "snr": snr,
+        "brain_mask": brain.astype(np.uint8),
+        "affine": np.asarray(roi_img.affine, dtype=np.float64),
+        "baseline": baseline.astype(np.float32),
+        "noise_sd": noise_sd.astype(np.float32),
+        "roi_noise_sd": noise_sd[position[tuple(roi_ijk.T)]].astype(np.float32),
+    }
+    attrs = {
+        "modality": "fmri",
+        "feature_scale": scale,
+        "n_patterns": n_patterns,
+        "noise_ar1": NOISE_AR1,
+        "hrf": "glover",
+        "seed": seed,
+    }
+    return datasets, attrs
+
+
+def make_mouse_truth(
+    features: FeatureSet,
+    seed: Any,
+    *,
+    modality: str,
+    n_neurons: int = 50,
+    n_patterns: int = 4,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """One mouse's ground truth (LN model per neuron): (datasets, attrs).
+
+    Datasets: ``feature_mean`` [D], ``patterns`` [K, D], ``mixing`` [N, K],
+    ``rate_hz`` [N] (rate at zero drive), ``gain``, ``bias`` [N], ``latency_s``
+    [N] (0.05-0.15 s, inside the spike delays 0-0.2 s); calcium adds ``tau_s``,
+    ``dff_per_spike`` and ``noise_sd`` [N].
+    """
+    if modality not in ("spikes", "calcium"):
+        raise ValueError(f"mouse modality must be spikes or calcium, not {modality!r}")
+    mean, scale = feature_stats(features)
+    gen = rng(seed, "neurons")
+    datasets: dict[str, np.ndarray] = {
+        "feature_mean": mean,
+        "patterns": _patterns(rng(seed, "patterns"), n_patterns, mean),
+        "mixing": rng(seed, "mixing").exponential(1.0, (n_neurons, n_patterns)).astype(np.float32),
+        "rate_hz": np.exp(gen.uniform(np.log(8.0), np.log(30.0), n_neurons)).astype(np.float32),
+        "gain": gen.uniform(0.8, 1.2, n_neurons).astype(np.float32),
+        "bias": gen.uniform(0.5, 1.5, n_neurons).astype(np.float32),
+        "latency_s": gen.uniform(0.05, 0.15, n_neurons).astype(np.float32),
+    }
+    if modality == "calcium":
+        datasets["tau_s"] = gen.uniform(0.3, 0.5, n_neurons).astype(np.float32)
+        datasets["dff_per_spike"] = gen.uniform(0.05, 0.15, n_neurons).astype(np.float32)
+        datasets["noise_sd"] = (
+            datasets["dff_per_spike"] * gen.uniform(1.0, 2.0, n_neurons)
+        ).astype(np.float32)
+    attrs = {
+        "modality": modality,
+        "feature_scale": scale,
+        "n_patterns": n_patterns,
+        "model": "rate = rate_hz * softplus(gain * drive(t - latency) + bias) / softplus(bias)",
+        "seed": seed,
+    }
+    return datasets, attrs
+
+
+def fmri_weights(truth: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Per-voxel feature weights [R, D] (on standardized features) of a subject's truth."""
+    return np.asarray(truth["mixing"]) @ np.asarray(truth["patterns"])
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def _n_samples(
+    events: Sequence[StimulusEvent],
+    feature_sets: Mapping[str, FeatureSet],
+    period: float,
+    tail_s: float,
+) -> int:
+    end = max(e.onset + feature_sets[e.video_id].duration for e in events)
+    return int(math.ceil((end + tail_s) / period - 1e-6))
+
+
+def _drive(
+    events: Sequence[StimulusEvent],
+    feature_sets: Mapping[str, FeatureSet],
+    truth: Mapping[str, Any],
+    times: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Latent drives [T, K] on ``times`` and the share of each bin a video covers.
+
+    The drive is linear in the aligned features (exactly what an encoding model
+    sees, blanks included): ``(X - feature_mean) / feature_scale @ patterns.T``.
+    """
+    x = timeline_features(events, feature_sets, times).astype(np.float64)
+    x -= np.asarray(truth["feature_mean"], np.float64)
+    x /= float(truth["feature_scale"])
+    ones = {
+        v: FeatureSet(np.ones((len(fs.times), 1), np.float32), fs.times, fs.attrs)
+        for v, fs in feature_sets.items()
+    }
+    covered = timeline_features(events, ones, times)[:, 0]
+    return x @ np.asarray(truth["patterns"], np.float64).T, covered
+
+
+def _unit_sd(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Centre and scale columns to unit SD over the samples where ``weight`` > 0."""
+    on = weight > 0
+    x = x - x[on].mean(axis=0)
+    sd = x[on].std(axis=0)
+    return x / np.where(sd > 0, sd, 1.0)
+
+
+def ar1_noise(gen: np.random.Generator, shape: tuple[int, int], rho: float) -> np.ndarray:
+    """Stationary AR(1) noise with unit marginal SD along axis 0, float64 [T, N]."""
+    z = gen.standard_normal(shape)
+    c = math.sqrt(1 - rho**2)
+    zi = ((1 - c) * z[0])[None, :]
+    return signal.lfilter([c], [1.0, -rho], z, axis=0, zi=zi)[0]
+
+
+def simulate_fmri_run(
+    events: Sequence[StimulusEvent],
+    feature_sets: Mapping[str, FeatureSet],
+    truth: Mapping[str, Any],
+    *,
+    tr: float,
+    tail_s: float,
+    seed: Any,
+) -> tuple[nib.Nifti1Image, dict[str, np.ndarray]]:
+    """Simulate one BOLD run: (4-D int16 NIfTI image, per-run truth datasets).
+
+    ``truth`` is a subject's truth (datasets and attrs in one mapping, as read
+    back from its HDF5 file). The run has ``ceil((timeline end + tail_s) /
+    tr)`` volumes; volume ``i`` is the mean over ``[i * tr, (i + 1) * tr)``.
+    Per-run truth: ``signal`` [T, R] (noise-free ROI signal, baseline
+    removed), ``times`` [T], ``roi_ijk``, ``noise_sd`` [R].
+    """
+    from nilearn.glm.first_level import glover_hrf
+
+    n_vols = _n_samples(events, feature_sets, tr, tail_s)
+    n_sub = max(1, round(tr * FMRI_FINE_RATE))
+    dt = tr / n_sub
+    fine_times = (np.arange(n_vols * n_sub) + 0.5) * dt
+    latent, covered = _drive(events, feature_sets, truth, fine_times)
+    hrf = glover_hrf(t_r=dt, oversampling=1, time_length=32.0)
+    bold = signal.lfilter(hrf, [1.0], latent, axis=0)
+    bold = bold.reshape(n_vols, n_sub, -1).mean(axis=1)
+    on = covered.reshape(n_vols, n_sub).mean(axis=1)
+    roi_signal = _unit_sd(bold @ np.asarray(truth["mixing"], np.float64).T, np.ones(n_vols))
+    roi_signal *= np.asarray(truth["snr"])[None, :] * np.asarray(truth["roi_noise_sd"])[None, :]
+
+    brain = np.asarray(truth["brain_mask"]) > 0
+    noise = ar1_noise(rng(seed, "noise"), (n_vols, int(brain.sum())), NOISE_AR1)
+    values = np.asarray(truth["baseline"], np.float64) + noise * np.asarray(truth["noise_sd"])
+    position = np.full(brain.shape, -1, dtype=np.int64)
+    position[brain] = np.arange(int(brain.sum()))
+    roi_ijk = np.asarray(truth["roi_ijk"])
+    values[:, position[tuple(roi_ijk.T)]] += roi_signal
+    data = np.zeros((*brain.shape, n_vols), dtype=np.int16)
+    data[brain] = np.clip(np.rint(values.T), -32768, 32767).astype(np.int16)
+    img = nib.Nifti1Image(data, np.asarray(truth["affine"]))
+    img.header.set_data_dtype(np.int16)
+    img.header.set_zooms((*img.header.get_zooms()[:3], float(tr)))
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_slope_inter(1.0, 0.0)
+    run_truth = {
+        "signal": roi_signal.astype(np.float32),
+        "times": (np.arange(n_vols) + 0.5) * tr,
+        "roi_ijk": roi_ijk.astype(np.int32),
+        "noise_sd": np.asarray(truth["roi_noise_sd"], np.float32),
+        "stimulus_share": on.astype(np.float32),
+    }
+    return img, run_truth
+
+
+def simulate_mouse_run(
+    events: Sequence[StimulusEvent],
+    feature_sets: Mapping[str, FeatureSet],
+    truth: Mapping[str, Any],
+    *,
+    sampling_rate: float,
+    tail_s: float,
+    seed: Any,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Simulate one mouse run: (wide table ``time`` + ``neuron_NNN``, per-run truth).
+
+    Per-run truth: ``expected`` [T, N] (E[count per bin] for spikes,
+    ``kernel * E[count]`` in dF/F for calcium), ``rate_hz`` [T, N], ``times``.
+    """
+    modality = str(truth["modality"])
+    n_samples = _n_samples(events, feature_sets, 1.0 / sampling_rate, tail_s)
+    times = (np.arange(n_samples) + 0.5) / sampling_rate
+    latent, covered = _drive(events, feature_sets, truth, times)
+    drive = _unit_sd(latent @ np.asarray(truth["mixing"], np.float64).T, covered)
+    n_neurons = drive.shape[1]
+    lag = np.rint(np.asarray(truth["latency_s"]) * sampling_rate).astype(int)
+    shifted = np.zeros_like(drive)
+    for n, k in enumerate(lag):
+        shifted[k:, n] = drive[: n_samples - k, n]
+    gain, bias = np.asarray(truth["gain"], np.float64), np.asarray(truth["bias"], np.float64)
+    rate_hz = np.asarray(truth["rate_hz"], np.float64) * np.logaddexp(0, gain * shifted + bias)
+    rate_hz /= np.logaddexp(0, bias)
+    expected = rate_hz / sampling_rate
+    counts = rng(seed, "spikes").poisson(expected).astype(np.float64)
+    if modality == "calcium":
+        tau = np.asarray(truth["tau_s"], np.float64)
+        dff = np.asarray(truth["dff_per_spike"], np.float64)
+        k = np.arange(int(math.ceil(5 * tau.max() * sampling_rate)))
+        observed = np.empty_like(counts)
+        for n in range(n_neurons):
+            kernel = dff[n] * np.exp(-k / (tau[n] * sampling_rate))
+            observed[:, n] = signal.lfilter(kernel, [1.0], counts[:, n])
+            expected[:, n] = signal.lfilter(kernel, [1.0], expected[:, n])
+        noise = rng(seed, "calcium_noise").standard_normal(counts.shape)
+        observed += noise * np.asarray(truth["noise_sd"], np.float64)
+    else:
+        observed = counts
+    names = [f"neuron_{n:03d}" for n in range(n_neurons)]
+    table = pd.DataFrame(observed.astype(np.float32), columns=names)
+    if modality == "spikes":
+        table = table.astype(np.int64)
+    table.insert(0, "time", np.round(times, 6))
+    run_truth = {
+        "expected": expected.astype(np.float32),
+        "rate_hz": rate_hz.astype(np.float32),
+        "times": times,
+        "stimulus_share": covered.astype(np.float32),
+    }
+    return table, run_truth
+
+
+def noise_ceiling(expected: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Per-target Pearson r between the noise-free expectation and the observation."""
+    e = expected - expected.mean(axis=0)
+    o = observed - observed.mean(axis=0)
+    denom = np.sqrt((e**2).sum(axis=0) * (o**2).sum(axis=0))
+    return np.where(denom > 0, (e * o).sum(axis=0) / np.where(denom > 0, denom, 1), 0.0)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def read_truth(path: str | Path) -> dict[str, Any]:
+    """A truth file's datasets and attributes in one dict (attributes decoded)."""
+    import h5py
+
+    from neurovid.io import read_attrs
+
+    with h5py.File(path, "r") as h5:
+        out: dict[str, Any] = {name: h5[name][...] for name in h5}
+        out.update(read_attrs(h5))
+    return out
+
+
+def features_by_video(
+    timeline: Sequence[Sequence[Any]], paths: Sequence[str | Path]
+) -> tuple[list[StimulusEvent], dict[str, FeatureSet]]:
+    """Events and feature sets from a rule's ``timeline`` param and ``features`` inputs.
+
+    ``paths`` are in timeline order (one per event, as the demo rules list them).
+    """
+    from neurovid.io import read_features
+
+    events = [StimulusEvent(str(video), float(onset)) for video, onset in timeline]
+    if len(paths) != len(events):
+        raise ValueError(f"{len(paths)} feature files for a timeline of {len(events)} videos")
+    sets: dict[str, FeatureSet] = {}
+    for event, path in zip(events, paths, strict=True):
+        if event.video_id not in sets:
+            sets[event.video_id] = read_features(path)
+    return events, sets
+
+
+def save_nifti(img: nib.Nifti1Image, path: str | Path, provenance: Mapping[str, Any]) -> None:
+    """Write a NIfTI image atomically, with ``provenance`` as JSON in a header extension."""
+    from neurovid.io import atomic_path, to_json
+
+    img.header.extensions.append(
+        nib.nifti1.Nifti1Extension("comment", to_json(provenance).encode())
+    )
+    with atomic_path(path) as tmp:
+        img.to_filename(tmp)
+
+
+def nifti_provenance(img_or_path: nib.Nifti1Image | str | Path) -> dict[str, Any] | None:
+    """The provenance JSON :func:`save_nifti` stored in a NIfTI header, if any."""
+    img = nib.load(img_or_path) if isinstance(img_or_path, str | Path) else img_or_path
+    for ext in img.header.extensions:
+        if ext.get_code() == 6:
+            try:
+                return json.loads(ext.get_content())
+            except (ValueError, UnicodeDecodeError):
+                continue
+    return None

@@ -1,0 +1,38 @@
+"""One simulated mouse run (spikes or calcium) of the demo -> results/demo/mice/{recording}.tsv (+ .truth.h5)."""
+
+from neurovid import io
+from neurovid.demo import responses
+from neurovid.logs import script_logger
+
+log = script_logger(snakemake, "demo_mouse_run")
+p = snakemake.params
+events, feature_sets = responses.features_by_video(p.timeline, list(snakemake.input.features))
+truth = responses.read_truth(snakemake.input.truth)
+if truth["modality"] != p.modality:
+    raise ValueError(
+        f"truth {snakemake.input.truth} is {truth['modality']}, recording is {p.modality}"
+    )
+table, run_truth = responses.simulate_mouse_run(
+    events,
+    feature_sets,
+    truth,
+    sampling_rate=float(p.sampling_rate),
+    tail_s=float(p.tail_s),
+    seed=list(p.seed),
+)
+log.info("simulated %d samples x %d neurons (%s)", len(table), table.shape[1] - 1, p.modality)
+params = {
+    "timeline": p.timeline,
+    "modality": p.modality,
+    "sampling_rate": float(p.sampling_rate),
+    "tail_s": float(p.tail_s),
+    "seed": list(p.seed),
+}
+inputs = {"truth": snakemake.input.truth}
+inputs.update(
+    {f"features_{e.video_id}": f for e, f in zip(events, snakemake.input.features, strict=True)}
+)
+attrs = {"provenance": io.provenance("demo_mouse_run", params, inputs), "modality": p.modality}
+io.write_table(snakemake.output.table, table)
+io.write_h5(snakemake.output.truth, run_truth, attrs, compression="gzip")
+log.info("wrote %s and %s", snakemake.output.table, snakemake.output.truth)

@@ -1,0 +1,34 @@
+"""Ground truth of one simulated demo subject (fMRI voxels or mouse neurons) -> results/demo/truth/{subject}.h5."""
+
+import nibabel as nib
+
+from neurovid import io
+from neurovid.demo import responses
+from neurovid.logs import script_logger
+
+log = script_logger(snakemake, "demo_truth")
+p = snakemake.params
+seed = list(p.seed)
+features = io.read_features(snakemake.input.features)
+inputs = {"features": snakemake.input.features}
+if p.modality == "fmri":
+    roi_path = (
+        snakemake.input.roi[0] if isinstance(snakemake.input.roi, list) else snakemake.input.roi
+    )
+    inputs["roi"] = roi_path
+    datasets, attrs = responses.make_fmri_truth(features, nib.load(roi_path), seed)
+    log.info(
+        "%s: %d ROI voxels, %d brain voxels",
+        p.subject,
+        len(datasets["roi_ijk"]),
+        len(datasets["baseline"]),
+    )
+else:
+    datasets, attrs = responses.make_mouse_truth(features, seed, modality=p.modality)
+    log.info("%s: %d %s neurons", p.subject, len(datasets["mixing"]), p.modality)
+attrs["subject"] = p.subject
+attrs["provenance"] = io.provenance(
+    "demo_truth", {"subject": p.subject, "modality": p.modality, "seed": seed}, inputs, ("nilearn",)
+)
+io.write_h5(snakemake.output[0], datasets, attrs, compression="gzip")
+log.info("wrote %s", snakemake.output[0])
