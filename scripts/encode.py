@@ -1,0 +1,65 @@
+"""Encoding model of one subject: PCA -> FIR delays -> ridge/LASSO, leave-one-run-out CV."""
+
+from pathlib import Path
+
+from neurovid.align import delay_samples
+from neurovid.encoding import (
+    LASSO_MAX_ITER,
+    describe,
+    encode_subject,
+    load_subject,
+    output_paths,
+    write_outputs,
+)
+from neurovid.io import provenance
+from neurovid.logs import script_logger
+
+log = script_logger(snakemake, "encode")
+model, params = snakemake.params.model, snakemake.params
+try:
+    data = load_subject(
+        params.runs,
+        list(snakemake.input.responses),
+        list(snakemake.input.features),
+        model["features"],
+        zscore=bool(params.zscore_runs),
+    )
+    delays = delay_samples(params.delays, data.sampling_rate)
+    log.info(
+        "%s / %s: %d runs, delays %s s -> %s samples",
+        params.model_name,
+        params.subject,
+        len(data.runs),
+        params.delays,
+        delays,
+    )
+    result = encode_subject(
+        data.runs,
+        estimator=model["estimator"],
+        alphas=model["alphas"],
+        pca_variance=float(model["pca_variance"]),
+        delays=delays,
+        n_jobs=snakemake.threads,
+        max_iter=int(model.get("max_iter", LASSO_MAX_ITER)),
+        log=log,
+    )
+except Exception:
+    log.exception("encoding failed")
+    raise
+log.info("%s", describe(result))
+settings = {k: getattr(params, k) for k in ("runs", "delays", "zscore_runs", "top_targets", "seed")}
+inputs = dict(zip([f"responses/{r}" for r in params.runs], snakemake.input.responses, strict=True))
+inputs.update({"features/" + "/".join(Path(p).parts[-2:]): p for p in snakemake.input.features})
+attrs = {
+    "model": params.model_name,
+    "subject": params.subject,
+    "delays_s": list(params.delays),
+    "alphas": list(model["alphas"]),
+    "provenance": provenance(
+        "encode", {**settings, "model": model}, inputs, ("himalaya", "scikit-learn")
+    ),
+}
+write_outputs(
+    result, data, output_paths(snakemake.output), attrs=attrs, top_k=int(params.top_targets)
+)
+log.info("wrote %s", ", ".join(output_paths(snakemake.output).values()))

@@ -1,0 +1,39 @@
+"""Group one-sample t-test of Fisher-z r maps across subjects, with FDR correction."""
+
+from neurovid.io import provenance
+from neurovid.logs import script_logger
+from neurovid.stats import group_test, write_group_outputs
+
+log = script_logger(snakemake, "group_stats")
+params = {
+    "subjects": list(snakemake.params.subjects),
+    "fdr_alpha": snakemake.params.fdr_alpha,
+    "alternative": snakemake.params.alternative,
+}
+try:
+    result = group_test(
+        list(snakemake.input.maps),
+        fdr_alpha=float(params["fdr_alpha"]),
+        alternative=params["alternative"],
+        subjects=params["subjects"],
+        model=snakemake.wildcards.model,
+    )
+except Exception:
+    log.exception("group statistics failed")
+    raise
+inputs = dict(zip(params["subjects"], snakemake.input.maps, strict=True))
+outputs = {
+    k: getattr(snakemake.output, k) for k in ("t", "p", "q", "fdr_mask", "mean_r", "summary")
+}
+write_group_outputs(
+    result, outputs, provenance("group_stats", params, inputs, ("scipy", "nibabel"))
+)
+s = result.summary
+log.info(
+    "%d subjects, %d voxels tested, %d significant (q < %g), t threshold %s",
+    s["n_subjects"],
+    s["n_voxels"],
+    s["n_significant"],
+    s["fdr_alpha"],
+    s["t_threshold"],
+)
