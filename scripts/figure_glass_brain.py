@@ -5,7 +5,10 @@ import json
 import nibabel as nib
 
 from neurovid.io import provenance
+from neurovid.logs import script_logger
 from neurovid.plots import glass_brain_figure
+
+log = script_logger(snakemake, "figure_glass_brain")
 
 summary = json.loads(open(snakemake.input.summary).read())
 inputs = {"t": snakemake.input.t, "fdr_mask": snakemake.input.fdr_mask}
@@ -21,3 +24,4 @@ glass_brain_figure(
         "figure_glass_brain", {"model": snakemake.params.model}, inputs, ("nilearn", "matplotlib")
     ),
 )
+log.info("wrote %s", snakemake.output[0])

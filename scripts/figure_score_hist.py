@@ -1,7 +1,10 @@
 """Histogram of held-out r per subject for one model."""
 
 from neurovid.io import provenance, read_h5
+from neurovid.logs import script_logger
 from neurovid.plots import score_histogram
+
+log = script_logger(snakemake, "figure_score_hist")
 
 scores = {}
 for subject, path in zip(snakemake.params.subjects, snakemake.input.scores, strict=True):
@@ -16,3 +19,4 @@ score_histogram(
         "figure_score_hist", {"model": snakemake.params.model}, inputs, ("matplotlib",)
     ),
 )
+log.info("wrote %s", snakemake.output[0])

@@ -3,7 +3,10 @@
 import nibabel as nib
 
 from neurovid.io import provenance
+from neurovid.logs import script_logger
 from neurovid.plots import surface_figure
+
+log = script_logger(snakemake, "figure_surface")
 
 inputs = {"t": snakemake.input.t, "fdr_mask": snakemake.input.fdr_mask}
 surface_figure(
@@ -15,3 +18,4 @@ surface_figure(
         "figure_surface", {"model": snakemake.params.model}, inputs, ("nilearn", "matplotlib")
     ),
 )
+log.info("wrote %s", snakemake.output[0])

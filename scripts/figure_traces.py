@@ -1,7 +1,10 @@
 """Recorded vs held-out predicted responses of a subject's best targets."""
 
 from neurovid.io import provenance, read_h5
+from neurovid.logs import script_logger
 from neurovid.plots import traces_figure
+
+log = script_logger(snakemake, "figure_traces")
 
 arrays, attrs = read_h5(snakemake.input.predictions)
 params = {
@@ -18,3 +21,4 @@ traces_figure(
         "figure_traces", params, {"predictions": snakemake.input.predictions}, ("matplotlib",)
     ),
 )
+log.info("wrote %s", snakemake.output[0])

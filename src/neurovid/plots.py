@@ -37,6 +37,18 @@ def thresholded(t_img, fdr_mask_img):
     return nib.Nifti1Image(np.where(keep, np.nan_to_num(t), 0).astype(np.float32), t_img.affine)
 
 
+def display_range(img) -> tuple[float, float]:
+    """Colour range of a thresholded map: its smallest shown value to its 99th percentile.
+
+    With few subjects a t map has extreme peaks; the percentile keeps the rest visible.
+    """
+    values = np.asarray(img.get_fdata())
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0:
+        return 1e-6, 1.0
+    return float(values.min()), float(max(np.percentile(values, 99), values.min() + 1e-6))
+
+
 def surface_figure(
     t_img, fdr_mask_img, path: PathLike, title: str, provenance: Mapping[str, Any]
 ) -> None:
@@ -46,11 +58,11 @@ def surface_figure(
 
     mesh = datasets.load_fsaverage("fsaverage5")
     sulcal = datasets.load_fsaverage_data(
-        mesh_name="fsaverage5", mesh_type="inflated", data_type="sulcal"
+        mesh="fsaverage5", mesh_type="inflated", data_type="sulcal"
     )
-    surf = SurfaceImage.from_volume(mesh=mesh["pial"], volume_img=thresholded(t_img, fdr_mask_img))
-    peak = float(np.nanmax(np.abs(thresholded(t_img, fdr_mask_img).get_fdata())))
-    vmax = peak if peak > 0 else 1.0
+    shown = thresholded(t_img, fdr_mask_img)
+    surf = SurfaceImage.from_volume(mesh=mesh["pial"], volume_img=shown)
+    vmin, vmax = display_range(shown)
     fig, axes = plt.subplots(2, 2, figsize=(9, 7), subplot_kw={"projection": "3d"})
     for row, hemi in enumerate(("left", "right")):
         for col, view in enumerate(("lateral", "posterior")):
@@ -60,9 +72,11 @@ def surface_figure(
                 bg_map=sulcal,
                 hemi=hemi,
                 view=view,
-                cmap="RdBu_r",
+                cmap="hot",
+                symmetric_cbar=False,
+                vmin=vmin,
                 vmax=vmax,
-                threshold=1e-6,
+                threshold=vmin,
                 colorbar=col == 1,
                 axes=axes[row, col],
                 figure=fig,
@@ -78,14 +92,17 @@ def glass_brain_figure(
     """Glass brain of the FDR-thresholded group t map."""
     from nilearn import plotting
 
+    shown = thresholded(t_img, fdr_mask_img)
     fig = plt.figure(figsize=(9, 3.5))
     plotting.plot_glass_brain(
-        thresholded(t_img, fdr_mask_img),
+        shown,
         display_mode="lyrz",
         colorbar=True,
         plot_abs=False,
-        threshold=1e-6,
-        cmap="RdBu_r",
+        threshold=display_range(shown)[0],
+        vmax=display_range(shown)[1],
+        symmetric_cbar=False,
+        cmap="hot",
         figure=fig,
         title=title,
     )
