@@ -1,4 +1,5 @@
 # Config and sample-sheet validation, wildcard constraints, input functions.
+import os
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
@@ -29,7 +30,9 @@ wildcard_constraints:
 
 def lib(*modules):
     """Library modules a step runs, declared as inputs so that editing them re-runs the step."""
-    src = Path(workflow.basedir) / "src" / "neurovid"
+    # Relative to the working directory where possible, so that a moved or copied
+    # project does not see "changed input files" and re-run everything.
+    src = Path(os.path.relpath(Path(workflow.basedir) / "src" / "neurovid"))
     return [str(src / f"{name}.py") for name in ("io", *modules)]
 
 

@@ -48,6 +48,8 @@ rule score_maps:
     output:
         r="results/encoding/{model}/{subject}/r.nii.gz",
         r2="results/encoding/{model}/{subject}/r2.nii.gz",
+        r_sidecar="results/encoding/{model}/{subject}/r.json",
+        r2_sidecar="results/encoding/{model}/{subject}/r2.json",
     log:
         "results/logs/score_maps/{model}/{subject}.log",
     conda:

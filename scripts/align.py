@@ -12,15 +12,11 @@ videos = list(dict.fromkeys(e.video_id for e in events))
 paths = list(snakemake.input.features)
 if len(paths) == len(events) != len(videos):  # expand() repeats a video shown twice
     paths = list(dict(zip((e.video_id for e in events), paths, strict=True)).values())
-try:
-    responses = read_responses(snakemake.input.responses)
-    sets = {v: read_features(p) for v, p in zip(videos, paths, strict=True)}
-    features = timeline_features(
-        events, sets, responses.times, recording=recording, recording_path=snakemake.input.responses
-    )
-except Exception:
-    log.exception("alignment of %s failed", recording)
-    raise
+responses = read_responses(snakemake.input.responses)
+sets = {v: read_features(p) for v, p in zip(videos, paths, strict=True)}
+features = timeline_features(
+    events, sets, responses.times, recording=recording, recording_path=snakemake.input.responses
+)
 source = sets[videos[0]].attrs
 attrs = {
     "extractor": snakemake.wildcards.extractor,

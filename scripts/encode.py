@@ -16,36 +16,32 @@ from neurovid.logs import script_logger
 
 log = script_logger(snakemake, "encode")
 model, params = snakemake.params.model, snakemake.params
-try:
-    data = load_subject(
-        params.runs,
-        list(snakemake.input.responses),
-        list(snakemake.input.features),
-        model["features"],
-        zscore=bool(params.zscore_runs),
-    )
-    delays = delay_samples(params.delays, data.sampling_rate)
-    log.info(
-        "%s / %s: %d runs, delays %s s -> %s samples",
-        params.model_name,
-        params.subject,
-        len(data.runs),
-        params.delays,
-        delays,
-    )
-    result = encode_subject(
-        data.runs,
-        estimator=model["estimator"],
-        alphas=model["alphas"],
-        pca_variance=float(model["pca_variance"]),
-        delays=delays,
-        n_jobs=snakemake.threads,
-        max_iter=int(model.get("max_iter", LASSO_MAX_ITER)),
-        log=log,
-    )
-except Exception:
-    log.exception("encoding failed")
-    raise
+data = load_subject(
+    params.runs,
+    list(snakemake.input.responses),
+    list(snakemake.input.features),
+    model["features"],
+    zscore=bool(params.zscore_runs),
+)
+delays = delay_samples(params.delays, data.sampling_rate)
+log.info(
+    "%s / %s: %d runs, delays %s s -> %s samples",
+    params.model_name,
+    params.subject,
+    len(data.runs),
+    params.delays,
+    delays,
+)
+result = encode_subject(
+    data.runs,
+    estimator=model["estimator"],
+    alphas=model["alphas"],
+    pca_variance=float(model["pca_variance"]),
+    delays=delays,
+    n_jobs=snakemake.threads,
+    max_iter=int(model.get("max_iter", LASSO_MAX_ITER)),
+    log=log,
+)
 log.info("%s", describe(result))
 settings = {k: getattr(params, k) for k in ("runs", "delays", "zscore_runs", "top_targets", "seed")}
 inputs = dict(zip([f"responses/{r}" for r in params.runs], snakemake.input.responses, strict=True))

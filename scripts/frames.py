@@ -5,13 +5,9 @@ from neurovid.logs import script_logger
 from neurovid.video import extract_frames
 
 log = script_logger(snakemake, "frames")
-try:
-    n = extract_frames(
-        snakemake.input.video,
-        snakemake.output[0],
-        provenance=provenance("frames", {}, {"video": snakemake.input.video}, ("imageio-ffmpeg",)),
-    )
-except Exception:
-    log.exception("frame extraction failed")
-    raise
+n = extract_frames(
+    snakemake.input.video,
+    snakemake.output[0],
+    provenance=provenance("frames", {}, {"video": snakemake.input.video}, ("imageio-ffmpeg",)),
+)
 log.info("wrote %d frames to %s", n, snakemake.output[0])

@@ -10,17 +10,13 @@ params = {
     "fdr_alpha": snakemake.params.fdr_alpha,
     "alternative": snakemake.params.alternative,
 }
-try:
-    result = group_test(
-        list(snakemake.input.maps),
-        fdr_alpha=float(params["fdr_alpha"]),
-        alternative=params["alternative"],
-        subjects=params["subjects"],
-        model=snakemake.wildcards.model,
-    )
-except Exception:
-    log.exception("group statistics failed")
-    raise
+result = group_test(
+    list(snakemake.input.maps),
+    fdr_alpha=float(params["fdr_alpha"]),
+    alternative=params["alternative"],
+    subjects=params["subjects"],
+    model=snakemake.wildcards.model,
+)
 inputs = dict(zip(params["subjects"], snakemake.input.maps, strict=True))
 outputs = {
     k: getattr(snakemake.output, k) for k in ("t", "p", "q", "fdr_mask", "mean_r", "summary")

@@ -9,19 +9,15 @@ modality, fmri = p.modality, dict(p.fmri)
 tr, rate = neural.sheet_number(p.tr), neural.sheet_number(p.sampling_rate)
 source = snakemake.input.recording
 log.info("ingesting %s (%s, tr=%s, sampling_rate=%s)", source, modality, tr, rate)
-try:
-    mask = neural.load_mask(fmri["mask"], fmri["resolution_mm"]) if modality == "fmri" else None
-    rec = neural.ingest_recording(
-        source,
-        modality=modality,
-        tr=tr,
-        sampling_rate=rate,
-        mask_img=mask,
-        drop_nan_voxels=bool(fmri["drop_nan_voxels"]),
-    )
-except Exception:
-    log.exception("ingest failed")
-    raise
+mask = neural.load_mask(fmri["mask"], fmri["resolution_mm"]) if modality == "fmri" else None
+rec = neural.ingest_recording(
+    source,
+    modality=modality,
+    tr=tr,
+    sampling_rate=rate,
+    mask_img=mask,
+    drop_nan_voxels=bool(fmri["drop_nan_voxels"]),
+)
 log.info("%d samples x %d targets at %g Hz; %s", *rec.responses.shape, rec.sampling_rate, rec.info)
 params = {"modality": modality, "tr": tr, "sampling_rate": rate}
 inputs = {"recording": source}

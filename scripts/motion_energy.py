@@ -6,11 +6,7 @@ from neurovid.logs import script_logger
 
 log = script_logger(snakemake, "motion_energy")
 settings = dict(snakemake.params.settings)
-try:
-    features, times, attrs = motion_energy(snakemake.input.video, **settings, log=log)
-except Exception:
-    log.exception("motion energy failed")
-    raise
+features, times, attrs = motion_energy(snakemake.input.video, **settings, log=log)
 attrs["provenance"] = provenance(
     "motion_energy", settings, {"video": snakemake.input.video}, ("pymoten", "av")
 )

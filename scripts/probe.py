@@ -5,11 +5,7 @@ from neurovid.logs import script_logger
 from neurovid.video import probe
 
 log = script_logger(snakemake, "probe")
-try:
-    info = probe(snakemake.input.video)
-except Exception:
-    log.exception("probe failed")
-    raise
+info = probe(snakemake.input.video)
 info["provenance"] = provenance(
     "probe", inputs={"video": snakemake.input.video}, packages=("av",), digest_inputs=False
 )

@@ -5,11 +5,7 @@ from neurovid.logs import script_logger
 from neurovid.stats import scores_to_images, write_nifti
 
 log = script_logger(snakemake, "score_maps")
-try:
-    r_img, r2_img = scores_to_images(snakemake.input.scores)
-except Exception:
-    log.exception("score maps failed")
-    raise
+r_img, r2_img = scores_to_images(snakemake.input.scores)
 prov = provenance("score_maps", {}, {"scores": snakemake.input.scores}, ("nibabel",))
 write_nifti(snakemake.output.r, r_img, prov)
 write_nifti(snakemake.output.r2, r2_img, prov)

@@ -13,18 +13,14 @@ params = {
 params["fps_override"] = fps_override_value(params["fps_override"])
 source = json.loads(open(snakemake.input.probe).read())
 source.pop("provenance", None)
-try:
-    result = standardize(
-        snakemake.input.video,
-        snakemake.output[0],
-        **params,
-        threads=snakemake.threads,
-        source_probe=source,
-        provenance=provenance(
-            "standardize", params, {"video": snakemake.input.video}, ("av", "imageio-ffmpeg")
-        ),
-    )
-except Exception:
-    log.exception("standardize failed")
-    raise
+result = standardize(
+    snakemake.input.video,
+    snakemake.output[0],
+    **params,
+    threads=snakemake.threads,
+    source_probe=source,
+    provenance=provenance(
+        "standardize", params, {"video": snakemake.input.video}, ("av", "imageio-ffmpeg")
+    ),
+)
 log.info("wrote %s (%d frames)", snakemake.output[0], result["video"]["frames"])

@@ -23,3 +23,22 @@ def repo() -> Path:
 @pytest.fixture(scope="session")
 def schemas() -> Path:
     return REPO / "schemas"
+
+
+def run_script(path: str, init_globals: dict) -> dict:
+    """Run a rule script as Snakemake does; an uncaught error reaches ``sys.excepthook``.
+
+    That is how a failing script's error lands in the rule's log
+    (``neurovid.logs.script_logger`` installs the hook), so tests see the same log.
+    """
+    import runpy
+    import sys
+
+    saved = sys.excepthook
+    try:
+        return runpy.run_path(path, init_globals=init_globals, run_name="__main__")
+    except Exception as err:
+        sys.excepthook(type(err), err, err.__traceback__)
+        raise
+    finally:
+        sys.excepthook = saved

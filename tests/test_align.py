@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import runpy
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_script
 
 from neurovid.align import add_delays, delay_samples, timeline_features
 from neurovid.errors import InputError
@@ -138,7 +138,7 @@ def test_align_script_writes_features_on_the_response_times(tmp_path: Path) -> N
     smk.wildcards = Namedlist(recording="rec", extractor="motion_energy")
     smk.log = Namedlist([str(tmp_path / "align.log")])
     smk.threads = 1
-    runpy.run_path(str(REPO / "scripts" / "align.py"), init_globals={"snakemake": smk})
+    run_script(str(REPO / "scripts" / "align.py"), init_globals={"snakemake": smk})
 
     fs = read_features(out)
     np.testing.assert_allclose(fs.features[:, 0], [0, 2, 6, 0, 9])
@@ -166,7 +166,7 @@ def test_align_script_leaves_nothing_when_the_recording_is_too_short(tmp_path: P
     smk.log = Namedlist([str(tmp_path / "align.log")])
     smk.threads = 1
     with pytest.raises(InputError, match="recording 'rec' is 2.000 s long"):
-        runpy.run_path(str(REPO / "scripts" / "align.py"), init_globals={"snakemake": smk})
+        run_script(str(REPO / "scripts" / "align.py"), init_globals={"snakemake": smk})
     assert not out.exists()
     assert not out.parent.exists() or not any(out.parent.iterdir())
     assert "recording 'rec' is 2.000 s long" in (tmp_path / "align.log").read_text()

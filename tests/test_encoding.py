@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import runpy
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.linalg
+from conftest import run_script
 
 from neurovid.align import add_delays
 from neurovid.encoding import (
@@ -326,7 +326,7 @@ def test_encode_script_writes_the_output_contract(tmp_path: Path) -> None:
     smk.wildcards = Namedlist(model="m", subject="sub-01")
     smk.log = Namedlist([str(tmp_path / "encode.log")])
     smk.threads = 1
-    runpy.run_path(str(REPO / "scripts" / "encode.py"), init_globals={"snakemake": smk})
+    run_script(str(REPO / "scripts" / "encode.py"), init_globals={"snakemake": smk})
 
     scores, attrs = read_h5(out / "scores.h5")
     assert scores["r"].shape == scores["r2"].shape == scores["alpha"].shape == (8,)
@@ -386,7 +386,7 @@ def test_encode_script_writes_the_output_contract(tmp_path: Path) -> None:
     smk.output = Namedlist(
         **{n: str(tmp_path / "again" / f) for n, f in zip(names, files, strict=True)}
     )
-    runpy.run_path(str(REPO / "scripts" / "encode.py"), init_globals={"snakemake": smk})
+    run_script(str(REPO / "scripts" / "encode.py"), init_globals={"snakemake": smk})
     for f in files:
         assert (out / f).read_bytes() == (tmp_path / "again" / f).read_bytes(), f
 
@@ -415,6 +415,6 @@ def test_encode_script_with_one_run_fails_cleanly(tmp_path: Path) -> None:
     smk.log = Namedlist([str(tmp_path / "encode.log")])
     smk.threads = 1
     with pytest.raises(InputError, match="at least 2 runs"):
-        runpy.run_path(str(REPO / "scripts" / "encode.py"), init_globals={"snakemake": smk})
+        run_script(str(REPO / "scripts" / "encode.py"), init_globals={"snakemake": smk})
     assert not out.exists() or not any(out.iterdir())
     assert "at least 2 runs" in (tmp_path / "encode.log").read_text()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import runpy
 from pathlib import Path
 from types import SimpleNamespace
 
 import moten
 import numpy as np
 import pytest
+from conftest import run_script
 from snakemake.io import Namedlist
 
 from neurovid.errors import InputError
@@ -132,7 +132,7 @@ def test_deterministic_script_output(movie: Path, tmp_path: Path) -> None:
             log=Namedlist([str(tmp_path / f"{name}.log")]),
             threads=1,
         )
-        runpy.run_path(str(REPO / "scripts" / "motion_energy.py"), init_globals={"snakemake": smk})
+        run_script(str(REPO / "scripts" / "motion_energy.py"), init_globals={"snakemake": smk})
         outputs.append(out)
     assert outputs[0].read_bytes() == outputs[1].read_bytes()
     fs = read_features(outputs[0])

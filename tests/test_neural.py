@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import runpy
 from pathlib import Path
 from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import run_script
 from snakemake.io import Namedlist
 
 from neurovid import neural
@@ -366,7 +366,7 @@ def run_ingest(tmp_path: Path, recording: Path, modality: str, **params) -> Path
         log=Namedlist([str(tmp_path / "ingest.log")]),
         threads=1,
     )
-    runpy.run_path(str(REPO / "scripts" / "ingest.py"), init_globals={"snakemake": smk})
+    run_script(str(REPO / "scripts" / "ingest.py"), init_globals={"snakemake": smk})
     return out
 
 

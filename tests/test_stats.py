@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import runpy
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import run_script
 
 from neurovid.errors import InputError
 from neurovid.io import write_h5
@@ -144,13 +144,13 @@ def test_scores_to_images_and_score_maps_script(tmp_path: Path) -> None:
     smk.log = Namedlist([str(tmp_path / "score_maps.log")])
     smk.wildcards = Namedlist(model="m", subject="sub-01")
     smk.threads = 1
-    runpy.run_path(str(REPO / "scripts" / "score_maps.py"), init_globals={"snakemake": smk})
+    run_script(str(REPO / "scripts" / "score_maps.py"), init_globals={"snakemake": smk})
     np.testing.assert_array_equal(nib.load(smk.output.r).get_fdata(), r)
     sidecar = json.loads((tmp_path / "out" / "r.json").read_text())
     assert sidecar["provenance"]["step"] == "score_maps"
     assert sidecar["provenance"]["inputs"]["scores"]["path"] == str(scores)
     first = Path(smk.output.r).read_bytes()
-    runpy.run_path(str(REPO / "scripts" / "score_maps.py"), init_globals={"snakemake": smk})
+    run_script(str(REPO / "scripts" / "score_maps.py"), init_globals={"snakemake": smk})
     assert Path(smk.output.r).read_bytes() == first  # deterministic gzip, no timestamps
 
     no_mask = tmp_path / "spikes.h5"
@@ -174,7 +174,7 @@ def test_group_stats_script_writes_maps_and_summary(tmp_path: Path) -> None:
     smk.wildcards = Namedlist(model="me_ridge")
     smk.log = Namedlist([str(tmp_path / "group.log")])
     smk.threads = 1
-    runpy.run_path(str(REPO / "scripts" / "group_stats.py"), init_globals={"snakemake": smk})
+    run_script(str(REPO / "scripts" / "group_stats.py"), init_globals={"snakemake": smk})
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"] == "me_ridge" and summary["subjects"][0] == "sub-01"
     assert summary["n_subjects"] == 4 and summary["fdr_alpha"] == 0.05
@@ -203,6 +203,6 @@ def test_group_stats_script_leaves_no_output_on_a_grid_mismatch(tmp_path: Path) 
     smk.log = Namedlist([str(tmp_path / "group.log")])
     smk.threads = 1
     with pytest.raises(InputError, match=r"shape \(4, 4, 4\) vs \(4, 4, 3\)"):
-        runpy.run_path(str(REPO / "scripts" / "group_stats.py"), init_globals={"snakemake": smk})
+        run_script(str(REPO / "scripts" / "group_stats.py"), init_globals={"snakemake": smk})
     assert not out.exists() or not any(out.iterdir())
     assert "other.nii.gz [affine]: grid differs" in (tmp_path / "group.log").read_text()

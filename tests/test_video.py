@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import runpy
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,6 +11,7 @@ from types import SimpleNamespace
 import av
 import numpy as np
 import pytest
+from conftest import run_script as run_rule_script
 from PIL import Image
 from snakemake.io import Namedlist
 
@@ -48,7 +48,7 @@ def fake_snakemake(tmp: Path, *, input: dict, output: list, params: dict | None 
 
 
 def run_script(name: str, smk: SimpleNamespace) -> None:
-    runpy.run_path(str(REPO / "scripts" / f"{name}.py"), init_globals={"snakemake": smk})
+    run_rule_script(str(REPO / "scripts" / f"{name}.py"), init_globals={"snakemake": smk})
 
 
 def leftovers(folder: Path) -> list[str]:
