@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from neurovid.demo.responses import noise_ceiling
 from neurovid.io import read_features, read_h5, read_responses
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -140,16 +141,13 @@ def test_demo_group_fdr_map_recovers_the_roi(demo: SimpleNamespace) -> None:
     assert dice >= 0.7
 
 
-def noise_ceiling(results: Path, mouse: str) -> np.ndarray:
+def mouse_noise_ceiling(results: Path, mouse: str) -> np.ndarray:
     """Per-neuron r between the simulation's expected response and the recorded one, mean over runs."""
     per_run = []
     for run in (1, 2, 3):
         recorded = read_responses(results / f"neural/{mouse}_run-{run}.h5").responses
         truth, _ = read_h5(results / f"demo/mice/{mouse}_run-{run}.truth.h5")
-        expected = truth["expected"]
-        per_run.append(
-            [np.corrcoef(expected[:, n], recorded[:, n])[0, 1] for n in range(recorded.shape[1])]
-        )
+        per_run.append(noise_ceiling(truth["expected"], recorded))
     return np.nanmean(per_run, axis=0)
 
 
@@ -157,7 +155,7 @@ def test_demo_mice_reach_the_noise_ceiling(demo: SimpleNamespace) -> None:
     for mouse, modality in MICE.items():
         arrays, attrs = read_h5(demo.results / f"encoding/me_ridge/{mouse}/scores.h5")
         assert attrs["modality"] == modality
-        ceiling = noise_ceiling(demo.results, mouse)
+        ceiling = mouse_noise_ceiling(demo.results, mouse)
         model_r = float(np.nanmean(arrays["r"]))
         print(
             f"{mouse} ({modality}): mean held-out r {model_r:.3f}, noise ceiling {ceiling.mean():.3f}"
