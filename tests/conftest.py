@@ -42,3 +42,10 @@ def run_script(path: str, init_globals: dict) -> dict:
         raise
     finally:
         sys.excepthook = saved
+
+
+def namedlist(items: tuple | list = (), **named: object):
+    """snakemake's own Namedlist, shaped like a script's ``snakemake.input`` / ``.params``."""
+    from snakemake.io import Namedlist
+
+    return Namedlist(fromdict=named) if named else Namedlist(list(items))

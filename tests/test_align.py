@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_script
+from conftest import namedlist, run_script
 
 from neurovid.align import add_delays, delay_samples, timeline_features
 from neurovid.errors import InputError
@@ -106,15 +106,6 @@ def test_add_delays_by_hand() -> None:
     assert out.dtype == np.float32
 
 
-class Namedlist(list):
-    """Minimal stand-in for snakemake's Namedlist: a list whose items are also attributes."""
-
-    def __init__(self, items=(), **named):
-        super().__init__(list(items) + list(named.values()))
-        for key, value in named.items():
-            setattr(self, key, value)
-
-
 def test_align_script_writes_features_on_the_response_times(tmp_path: Path) -> None:
     times = seconds(5, 1.0)
     responses = tmp_path / "rec.h5"
@@ -132,11 +123,11 @@ def test_align_script_writes_features_on_the_response_times(tmp_path: Path) -> N
         write_features(paths[-1], fs.features, fs.times, attrs)
     out = tmp_path / "aligned" / "rec.h5"
     smk = type("Smk", (), {})()
-    smk.input = Namedlist(responses=str(responses), features=[str(p) for p in paths])
-    smk.output = Namedlist([str(out)])
-    smk.params = Namedlist(timeline=[["A", 1.0], ["B", 4.0]])
-    smk.wildcards = Namedlist(recording="rec", extractor="motion_energy")
-    smk.log = Namedlist([str(tmp_path / "align.log")])
+    smk.input = namedlist(responses=str(responses), features=[str(p) for p in paths])
+    smk.output = namedlist([str(out)])
+    smk.params = namedlist(timeline=[["A", 1.0], ["B", 4.0]])
+    smk.wildcards = namedlist(recording="rec", extractor="motion_energy")
+    smk.log = namedlist([str(tmp_path / "align.log")])
     smk.threads = 1
     run_script(str(REPO / "scripts" / "align.py"), init_globals={"snakemake": smk})
 
@@ -159,11 +150,11 @@ def test_align_script_leaves_nothing_when_the_recording_is_too_short(tmp_path: P
     write_features(tmp_path / "A.h5", fs.features, fs.times, fs.attrs)
     out = tmp_path / "aligned" / "rec.h5"
     smk = type("Smk", (), {})()
-    smk.input = Namedlist(responses=str(responses), features=[str(tmp_path / "A.h5")])
-    smk.output = Namedlist([str(out)])
-    smk.params = Namedlist(timeline=[["A", 1.0]])
-    smk.wildcards = Namedlist(recording="rec", extractor="motion_energy")
-    smk.log = Namedlist([str(tmp_path / "align.log")])
+    smk.input = namedlist(responses=str(responses), features=[str(tmp_path / "A.h5")])
+    smk.output = namedlist([str(out)])
+    smk.params = namedlist(timeline=[["A", 1.0]])
+    smk.wildcards = namedlist(recording="rec", extractor="motion_energy")
+    smk.log = namedlist([str(tmp_path / "align.log")])
     smk.threads = 1
     with pytest.raises(InputError, match="recording 'rec' is 2.000 s long"):
         run_script(str(REPO / "scripts" / "align.py"), init_globals={"snakemake": smk})

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.linalg
-from conftest import run_script
+from conftest import namedlist, run_script
 
 from neurovid.align import add_delays
 from neurovid.encoding import (
@@ -255,15 +255,6 @@ def test_two_runs_choose_alpha_on_halves_and_results_are_deterministic() -> None
 # --------------------------------------------------------------------------- scripts/encode.py
 
 
-class Namedlist(list):
-    """Minimal stand-in for snakemake's Namedlist: a list whose items are also attributes."""
-
-    def __init__(self, items=(), **named):
-        super().__init__(list(items) + list(named.values()))
-        for key, value in named.items():
-            setattr(self, key, value)
-
-
 def fake_fmri_subject(tmp_path: Path, rng: np.random.Generator):
     """3 runs of a 3x3x2 'brain' (8 voxels in the mask, one constant) with aligned features."""
     mask = np.zeros((3, 3, 2), dtype=np.uint8)
@@ -303,11 +294,11 @@ def test_encode_script_writes_the_output_contract(tmp_path: Path) -> None:
     names = ("scores", "table", "metrics", "predictions", "weights")
     files = ("scores.h5", "scores.tsv", "metrics.tsv", "predictions.h5", "weights.h5")
     smk = type("Smk", (), {})()
-    smk.input = Namedlist(
+    smk.input = namedlist(
         responses=[str(p) for p in responses], features=[str(p) for p in features], code=[]
     )
-    smk.output = Namedlist(**{n: str(out / f) for n, f in zip(names, files, strict=True)})
-    smk.params = Namedlist(
+    smk.output = namedlist(**{n: str(out / f) for n, f in zip(names, files, strict=True)})
+    smk.params = namedlist(
         model={
             "features": ["me", "vit"],
             "estimator": "ridge",
@@ -323,8 +314,8 @@ def test_encode_script_writes_the_output_contract(tmp_path: Path) -> None:
         top_targets=3,
         seed=0,
     )
-    smk.wildcards = Namedlist(model="m", subject="sub-01")
-    smk.log = Namedlist([str(tmp_path / "encode.log")])
+    smk.wildcards = namedlist(model="m", subject="sub-01")
+    smk.log = namedlist([str(tmp_path / "encode.log")])
     smk.threads = 1
     run_script(str(REPO / "scripts" / "encode.py"), init_globals={"snakemake": smk})
 
@@ -383,7 +374,7 @@ def test_encode_script_writes_the_output_contract(tmp_path: Path) -> None:
     assert "delay-major" in wattrs["layout"]
 
     # Same inputs -> same bytes (no timestamps, deterministic fits).
-    smk.output = Namedlist(
+    smk.output = namedlist(
         **{n: str(tmp_path / "again" / f) for n, f in zip(names, files, strict=True)}
     )
     run_script(str(REPO / "scripts" / "encode.py"), init_globals={"snakemake": smk})
@@ -397,12 +388,12 @@ def test_encode_script_with_one_run_fails_cleanly(tmp_path: Path) -> None:
     out = tmp_path / "enc"
     names = ("scores", "table", "metrics", "predictions", "weights")
     smk = type("Smk", (), {})()
-    smk.input = Namedlist(
+    smk.input = namedlist(
         responses=[str(responses[0])], features=[str(features[0]), str(features[3])]
     )
-    smk.output = Namedlist(**{n: str(out / f"{n}.out") for n in names})
+    smk.output = namedlist(**{n: str(out / f"{n}.out") for n in names})
     model = {"features": ["me", "vit"], "estimator": "lasso", "alphas": [0.1], "pca_variance": 1.0}
-    smk.params = Namedlist(
+    smk.params = namedlist(
         model=model,
         model_name="m",
         subject="sub-01",
@@ -412,7 +403,7 @@ def test_encode_script_with_one_run_fails_cleanly(tmp_path: Path) -> None:
         top_targets=2,
         seed=0,
     )
-    smk.log = Namedlist([str(tmp_path / "encode.log")])
+    smk.log = namedlist([str(tmp_path / "encode.log")])
     smk.threads = 1
     with pytest.raises(InputError, match="at least 2 runs"):
         run_script(str(REPO / "scripts" / "encode.py"), init_globals={"snakemake": smk})

@@ -8,7 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import run_script
+from conftest import namedlist, run_script
 
 from neurovid.errors import InputError
 from neurovid.io import write_h5
@@ -16,15 +16,6 @@ from neurovid.stats import fdr_bh, fisher_z, group_test, one_sample_t, scores_to
 
 REPO = Path(__file__).resolve().parents[1]
 AFFINE = np.array([[3.0, 0, 0, -9], [0, 3.0, 0, -9], [0, 0, 3.0, -6], [0, 0, 0, 1]])
-
-
-class Namedlist(list):
-    """Minimal stand-in for snakemake's Namedlist: a list whose items are also attributes."""
-
-    def __init__(self, items=(), **named):
-        super().__init__(list(items) + list(named.values()))
-        for key, value in named.items():
-            setattr(self, key, value)
 
 
 def test_fisher_z_by_hand_clips_and_keeps_nan() -> None:
@@ -137,12 +128,12 @@ def test_scores_to_images_and_score_maps_script(tmp_path: Path) -> None:
     np.testing.assert_allclose(r_img.affine, AFFINE)
 
     smk = type("Smk", (), {})()
-    smk.input = Namedlist(scores=str(scores), code=[])
-    smk.output = Namedlist(
+    smk.input = namedlist(scores=str(scores), code=[])
+    smk.output = namedlist(
         r=str(tmp_path / "out" / "r.nii.gz"), r2=str(tmp_path / "out" / "r2.nii.gz")
     )
-    smk.log = Namedlist([str(tmp_path / "score_maps.log")])
-    smk.wildcards = Namedlist(model="m", subject="sub-01")
+    smk.log = namedlist([str(tmp_path / "score_maps.log")])
+    smk.wildcards = namedlist(model="m", subject="sub-01")
     smk.threads = 1
     run_script(str(REPO / "scripts" / "score_maps.py"), init_globals={"snakemake": smk})
     np.testing.assert_array_equal(nib.load(smk.output.r).get_fdata(), r)
@@ -164,15 +155,15 @@ def test_group_stats_script_writes_maps_and_summary(tmp_path: Path) -> None:
     out = tmp_path / "stats"
     names = ("t", "p", "q", "fdr_mask", "mean_r")
     smk = type("Smk", (), {})()
-    smk.input = Namedlist(maps=[str(p) for p in paths], code=[])
-    smk.output = Namedlist(
+    smk.input = namedlist(maps=[str(p) for p in paths], code=[])
+    smk.output = namedlist(
         **{n: str(out / f"{n}.nii.gz") for n in names}, summary=str(out / "summary.json")
     )
-    smk.params = Namedlist(
+    smk.params = namedlist(
         subjects=["sub-01", "sub-02", "sub-03", "sub-04"], fdr_alpha=0.05, alternative="greater"
     )
-    smk.wildcards = Namedlist(model="me_ridge")
-    smk.log = Namedlist([str(tmp_path / "group.log")])
+    smk.wildcards = namedlist(model="me_ridge")
+    smk.log = namedlist([str(tmp_path / "group.log")])
     smk.threads = 1
     run_script(str(REPO / "scripts" / "group_stats.py"), init_globals={"snakemake": smk})
     summary = json.loads((out / "summary.json").read_text())
@@ -194,13 +185,13 @@ def test_group_stats_script_leaves_no_output_on_a_grid_mismatch(tmp_path: Path) 
     out = tmp_path / "stats"
     names = ("t", "p", "q", "fdr_mask", "mean_r")
     smk = type("Smk", (), {})()
-    smk.input = Namedlist(maps=[*map(str, paths), str(other)], code=[])
-    smk.output = Namedlist(
+    smk.input = namedlist(maps=[*map(str, paths), str(other)], code=[])
+    smk.output = namedlist(
         **{n: str(out / f"{n}.nii.gz") for n in names}, summary=str(out / "summary.json")
     )
-    smk.params = Namedlist(subjects=["a", "b", "c"], fdr_alpha=0.05, alternative="greater")
-    smk.wildcards = Namedlist(model="m")
-    smk.log = Namedlist([str(tmp_path / "group.log")])
+    smk.params = namedlist(subjects=["a", "b", "c"], fdr_alpha=0.05, alternative="greater")
+    smk.wildcards = namedlist(model="m")
+    smk.log = namedlist([str(tmp_path / "group.log")])
     smk.threads = 1
     with pytest.raises(InputError, match=r"shape \(4, 4, 4\) vs \(4, 4, 3\)"):
         run_script(str(REPO / "scripts" / "group_stats.py"), init_globals={"snakemake": smk})

@@ -93,14 +93,15 @@ def glass_brain_figure(
     from nilearn import plotting
 
     shown = thresholded(t_img, fdr_mask_img)
+    vmin, vmax = display_range(shown)
     fig = plt.figure(figsize=(9, 3.5))
     plotting.plot_glass_brain(
         shown,
         display_mode="lyrz",
         colorbar=True,
         plot_abs=False,
-        threshold=display_range(shown)[0],
-        vmax=display_range(shown)[1],
+        threshold=vmin,
+        vmax=vmax,
         symmetric_cbar=False,
         cmap="hot",
         figure=fig,
