@@ -36,6 +36,16 @@ def lib(*modules):
     return [str(src / f"{name}.py") for name in ("io", *modules)]
 
 
+def gpu_request():
+    """GPUs a GPU-capable job requests (the `gpu` resource): 1, or 0 with `gpu: false` in the config.
+
+    GPU-capable rules declare `resources: gpu=gpu_request()`. Locally the
+    workstation profile's `resources: gpu=N` caps how many run at once; on SLURM
+    the executor turns it into `--gpus`. Without a GPU the same code runs on CPU.
+    """
+    return 1 if config.get("gpu", True) else 0
+
+
 def video_path(wildcards):
     return VIDEOS.at[wildcards.video, "path"]
 

@@ -28,6 +28,8 @@ rule encode:
     resources:
         mem_mb=8000,
         runtime=120,
+        # The ridge solvers run on CUDA through torch when a GPU is visible.
+        gpu=lambda wc: 0 if MODELS[wc.model]["estimator"] == "lasso" else gpu_request(),
     params:
         model=lambda wc: MODELS[wc.model],
         model_name=lambda wc: wc.model,
