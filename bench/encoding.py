@@ -1,36 +1,46 @@
-"""Benchmark: the pipeline's ridge vs the seed's per-voxel LASSO on one synthetic fit.
+"""Benchmark: neurovid's ridge vs himalaya's RidgeCV vs the seed's per-voxel LASSO.
 
 Synthetic fMRI-sized problem (float32): 3,600 time points x 500 features ->
 50,000 targets; models are fit on the first 3,000 rows and scored on the last
-600. Two approaches, timed in one run on the same data:
+600. Timed in one run on the same data and the same CV (5 contiguous blocks of
+600 rows, as leave-one-run-out over 5 runs; 7 alphas; per-target alpha; refit;
+prediction of the test rows):
 
-* pipeline: :func:`neurovid.encoding.fit_ridge_cv` (himalaya ``RidgeCV``, numpy
-  backend, one SVD per split shared by all targets) with a per-target alpha
-  chosen over 7 alphas by 5-fold CV (5 contiguous blocks of 600 rows, as
-  leave-one-run-out over 5 runs), refit, then prediction of the test rows;
+* neurovid: :func:`neurovid.ridge.ridge_cv` (the pipeline's solver);
+* himalaya: ``RidgeCV`` (numpy backend), the field's reference;
 * seed: scikit-learn ``Lasso(alpha=0.1)`` fitted voxel by voxel, no CV (the
   SlowFast fMRI study's approach), timed on ``--lasso-sample`` voxels and
   extrapolated linearly to all targets.
 
+It prints the ratios, the share of targets where both ridge solvers pick the
+same alpha, the largest difference in held-out R², and a float64 check of both
+on a subset of targets. ``--rss-only`` runs only neurovid's solver (e.g. on
+100,000 targets x 1,000 features) and prints its peak RSS.
+
 Usage::
 
-    python bench/encoding.py                 # full size (~1 min for ridge, ~4 GB RAM)
+    python bench/encoding.py                 # full size (~1.5 min, ~3 GB RAM)
     python bench/encoding.py --targets 2000  # quick run
+    python bench/encoding.py --targets 100000 --features 1000 --rss-only
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import resource
 import time
 import warnings
 
 import numpy as np
+from himalaya.backend import set_backend
+from himalaya.ridge import RidgeCV
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Lasso
 from threadpoolctl import threadpool_limits
 
-from neurovid.encoding import fit_ridge_cv, leave_one_run_out, score_predictions
+from neurovid.encoding import leave_one_run_out, score_predictions
+from neurovid.ridge import ridge_cv
 
 ALPHAS = [1e-1, 1e0, 1e1, 1e2, 1e3, 1e4, 1e5]
 
@@ -75,6 +85,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="BLAS threads (default: all)")
     parser.add_argument("--mixing", type=float, default=0.0, help="feature correlation (0: none)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--check-targets", type=int, default=2000, help="float64 check subset")
+    parser.add_argument("--rss-only", action="store_true", help="only neurovid's solver + peak RSS")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -89,10 +101,52 @@ def main() -> None:
 
     with threadpool_limits(limits=args.threads):
         t0 = time.perf_counter()
-        fit = fit_ridge_cv(X[train], Y[train], splits, ALPHAS)
+        fit = ridge_cv(X[train], Y[train], splits, ALPHAS, backend="numpy")
         predicted = fit.predict(X[test])
-        ridge_s = time.perf_counter() - t0
-        r_ridge, _ = score_predictions(Y[test], predicted)
+        ours_s = time.perf_counter() - t0
+        r_ours, r2_ours = score_predictions(Y[test], predicted)
+        fit_alpha = fit.alpha
+        del predicted
+        if args.rss_only:
+            peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+            print(
+                f"neurovid ridge_cv, {args.targets} targets x {args.features} features x "
+                f"{args.samples} samples: {ours_s:.1f} s, peak RSS {peak_gb:.2f} GB "
+                f"(data alone: {(X.nbytes + Y.nbytes) / 1024**3:.2f} GB)"
+            )
+            return
+        del fit
+
+        set_backend("numpy", on_error="raise")
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            reference = RidgeCV(
+                alphas=np.asarray(ALPHAS, dtype=np.float32),
+                fit_intercept=True,
+                cv=list(splits),
+                solver_params={"warn": False},
+            ).fit(X[train], Y[train])
+            predicted = reference.predict(X[test])
+        himalaya_s = time.perf_counter() - t0
+        r_him, r2_him = score_predictions(Y[test], predicted)
+        alpha_him = np.asarray(reference.best_alphas_, dtype=np.float64)
+        del predicted, reference
+
+        # float64 check of both solvers on a subset of targets.
+        subset = np.linspace(0, args.targets - 1, min(args.check_targets, args.targets)).astype(int)
+        X64, Y64 = X.astype(np.float64), Y[:, subset].astype(np.float64)
+        ours64 = ridge_cv(X64[train], Y64[train], splits, ALPHAS, backend="numpy", dtype="float64")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            ref64 = RidgeCV(
+                alphas=np.asarray(ALPHAS),
+                fit_intercept=True,
+                cv=list(splits),
+                solver_params={"warn": False},
+            ).fit(X64[train], Y64[train])
+        _, r2_o64 = score_predictions(Y64[test], ours64.predict(X64[test]))
+        _, r2_h64 = score_predictions(Y64[test], ref64.predict(X64[test]))
 
         sample = np.linspace(0, args.targets - 1, min(args.lasso_sample, args.targets)).astype(int)
         r_lasso = np.empty(len(sample))
@@ -105,18 +159,34 @@ def main() -> None:
         lasso_sample_s = time.perf_counter() - t0
     lasso_s = lasso_sample_s * args.targets / len(sample)
 
+    def same_alpha(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.mean(np.isclose(a, b, rtol=1e-4)))
+
     print(f"machine: {platform.machine()}, threads: {args.threads or 'all'}")
     print(
-        f"pipeline ridge (himalaya RidgeCV, {args.folds}-fold CV x {len(ALPHAS)} alphas, "
-        f"{args.targets} targets): {ridge_s:.1f} s, held-out mean r {np.nanmean(r_ridge):.3f}"
+        f"neurovid ridge_cv ({args.folds}-fold CV x {len(ALPHAS)} alphas, {args.targets} targets, "
+        f"float32): {ours_s:.1f} s, held-out mean r {np.nanmean(r_ours):.4f}"
+    )
+    print(
+        f"himalaya RidgeCV (same data, CV, alphas): {himalaya_s:.1f} s, held-out mean r {np.nanmean(r_him):.4f}"
     )
     print(
         f"seed per-voxel Lasso(alpha={args.lasso_alpha}), no CV: {lasso_sample_s:.2f} s for "
         f"{len(sample)} voxels -> {lasso_s:.0f} s extrapolated to {args.targets}; "
         f"held-out mean r {np.nanmean(r_lasso):.3f} (ridge on the same voxels: "
-        f"{np.nanmean(r_ridge[sample]):.3f})"
+        f"{np.nanmean(r_ours[sample]):.3f})"
     )
-    print(f"speed-up: {lasso_s / ridge_s:.1f}x (per-voxel Lasso / pipeline ridge)")
+    print(
+        f"agreement float32: same alpha on {100 * same_alpha(fit_alpha, alpha_him):.2f}% of targets, "
+        f"max |held-out R² difference| {np.nanmax(np.abs(r2_ours - r2_him)):.2e}"
+    )
+    print(
+        f"agreement float64 ({len(subset)} targets): same alpha on "
+        f"{100 * same_alpha(ours64.alpha, np.asarray(ref64.best_alphas_)):.2f}%, "
+        f"max |held-out R² difference| {np.nanmax(np.abs(r2_o64 - r2_h64)):.2e}"
+    )
+    print(f"speed-up vs himalaya RidgeCV: {himalaya_s / ours_s:.1f}x")
+    print(f"speed-up vs per-voxel Lasso: {lasso_s / ours_s:.1f}x")
 
 
 if __name__ == "__main__":

@@ -80,6 +80,14 @@ def subject_recordings(wildcards):
     return SUBJECT_RUNS[wildcards.subject]
 
 
+def stimulus_keys(wildcards):
+    """One key per run of the subject: its parsed stimulus timeline (equal keys = repeats)."""
+    return [
+        ";".join(f"{e.video_id}@{e.onset:g}" for e in RECORDINGS.at[run, "timeline"])
+        for run in SUBJECT_RUNS[wildcards.subject]
+    ]
+
+
 def demo_features(wildcards):
     return [
         ancient(f"results/features/motion_energy/{video}.h5")

@@ -1,4 +1,4 @@
-# Encoding models: PCA -> FIR delays -> ridge / LASSO, leave-one-run-out CV, per subject.
+# Encoding models: PCA -> FIR delays -> ridge / banded ridge / LASSO, leave-one-run-out CV, per subject.
 
 
 rule encode:
@@ -35,6 +35,8 @@ rule encode:
         model_name=lambda wc: wc.model,
         subject=lambda wc: wc.subject,
         runs=subject_recordings,
+        # Runs showing the same stimulus sequence are repeats (held out together; noise ceiling).
+        stimuli=stimulus_keys,
         delays=lambda wc: config["encoding"]["delays"][subject_modality(wc.subject)],
         zscore_runs=config["neural"]["zscore_runs"],
         top_targets=config["encoding"]["top_targets"],

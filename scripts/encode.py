@@ -4,6 +4,7 @@ from pathlib import Path
 
 from neurovid.align import delay_samples
 from neurovid.encoding import (
+    BANDED_N_ITER,
     LASSO_MAX_ITER,
     describe,
     encode_subject,
@@ -40,10 +41,17 @@ result = encode_subject(
     delays=delays,
     n_jobs=snakemake.threads,
     max_iter=int(model.get("max_iter", LASSO_MAX_ITER)),
+    stimuli=list(params.stimuli),
+    bands=data.bands,
+    n_iter=int(model.get("n_iter", BANDED_N_ITER)),
+    seed=int(params.seed),
     log=log,
 )
 log.info("%s", describe(result))
-settings = {k: getattr(params, k) for k in ("runs", "delays", "zscore_runs", "top_targets", "seed")}
+settings = {
+    k: getattr(params, k)
+    for k in ("runs", "stimuli", "delays", "zscore_runs", "top_targets", "seed")
+}
 inputs = dict(zip([f"responses/{r}" for r in params.runs], snakemake.input.responses, strict=True))
 inputs.update({"features/" + "/".join(Path(p).parts[-2:]): p for p in snakemake.input.features})
 attrs = {
@@ -52,7 +60,7 @@ attrs = {
     "delays_s": list(params.delays),
     "alphas": list(model["alphas"]),
     "provenance": provenance(
-        "encode", {**settings, "model": model}, inputs, ("himalaya", "scikit-learn")
+        "encode", {**settings, "model": model}, inputs, ("scikit-learn", "threadpoolctl")
     ),
 }
 write_outputs(

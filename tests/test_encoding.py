@@ -131,8 +131,8 @@ def test_ridge_chooses_a_larger_alpha_for_a_noisier_target() -> None:
     runs = simulated_runs(rng, weights, np.array([0.2, 5.0]), lengths=(40, 40, 40))
     X = np.concatenate([x for _, x, _ in runs])
     Y = np.concatenate([y for _, _, y in runs])
-    for kernel in (False, True):  # primal and dual solvers agree
-        fit = fit_ridge_cv(X, Y, leave_one_run_out([40] * 3), np.logspace(-2, 4, 13), kernel=kernel)
+    for route in ("blocks", "scores"):  # primal and dual routes agree
+        fit = fit_ridge_cv(X, Y, leave_one_run_out([40] * 3), np.logspace(-2, 4, 13), route=route)
         assert fit.alpha[1] >= 100 * fit.alpha[0]
 
 
@@ -409,3 +409,83 @@ def test_encode_script_with_one_run_fails_cleanly(tmp_path: Path) -> None:
         run_script(str(REPO / "scripts" / "encode.py"), init_globals={"snakemake": smk})
     assert not out.exists() or not any(out.iterdir())
     assert "at least 2 runs" in (tmp_path / "encode.log").read_text()
+
+
+# --------------------------------------------------------------------------- repeats and bands
+
+
+def test_repeats_are_held_out_together_and_give_the_noise_ceiling() -> None:
+    """Runs 3 and 4 repeat one stimulus: one fold holds both out, and their
+    explainable variance matches the simulation's signal / (signal + noise)."""
+    from neurovid.encoding import group_splits, metrics_table, repeat_groups
+
+    assert repeat_groups(["a", "b", "c", "c"], 4) == [[0], [1], [2, 3]]
+    splits = group_splits([2, 2, 3, 3], [[0], [1], [2, 3]])
+    assert [list(test) for _, test in splits] == [[0, 1], [2, 3], [4, 5, 6, 7, 8, 9]]
+
+    rng = np.random.default_rng(4)
+    n_features, n_targets = 12, 20
+    weights = rng.standard_normal((n_features, n_targets)) / np.sqrt(n_features)
+    noise = np.linspace(0.5, 2.0, n_targets)
+    runs = simulated_runs(rng, weights, noise, lengths=(400, 400, 1500))
+    X_rep = runs[2][1]
+    Y_rep = X_rep @ weights + rng.standard_normal((1500, n_targets)) * noise
+    runs.append(("run-4", X_rep, Y_rep.astype(np.float32)))  # same stimulus, new noise
+    result = encode_subject(
+        runs,
+        estimator="ridge",
+        alphas=np.logspace(-2, 3, 6),
+        pca_variance=1.0,
+        delays=[0],
+        stimuli=["s1", "s2", "s3", "s3"],
+    )
+    assert result.fold_runs == [[0], [1], [2, 3]]
+    assert result.repeat_folds == [2]
+    assert result.n_test == [400, 400, 3000]
+    signal_var = (X_rep @ weights).var(axis=0, ddof=1)  # the repeated stimulus's signal
+    expected_ev = signal_var / (signal_var + noise**2)
+    np.testing.assert_allclose(result.ev, expected_ev, atol=0.06)
+    # A near-perfect linear model explains close to all of the explainable variance.
+    fraction = result.r2_ceiling_fraction
+    assert 0.85 < np.nanmean(fraction) < 1.1, np.nanmean(fraction)
+    table = metrics_table(result)
+    assert list(table["held_out_run"]) == ["run-1", "run-2", "run-3+run-4", ""]
+
+
+def test_all_runs_repeating_one_stimulus_is_an_input_error() -> None:
+    rng = np.random.default_rng(0)
+    runs = simulated_runs(rng, np.ones((3, 2)), 1.0, lengths=(30, 30))
+    with pytest.raises(InputError, match="same stimulus sequence"):
+        encode_subject(
+            runs, estimator="ridge", alphas=[1.0], pca_variance=1.0, delays=[0], stimuli=["a", "a"]
+        )
+
+
+def test_banded_subject_model_attributes_targets_to_their_feature_space() -> None:
+    rng = np.random.default_rng(2)
+    widths = (8, 10)
+    n_targets = 12  # first half driven by band A, second half by band B
+    W_a = rng.standard_normal((8, 6)) / np.sqrt(8)
+    W_b = rng.standard_normal((10, 6)) / np.sqrt(10)
+    runs = []
+    for i in range(3):
+        X = rng.standard_normal((300, sum(widths))).astype(np.float32)
+        Y = np.hstack([X[:, :8] @ W_a, X[:, 8:] @ W_b]) + 0.5 * rng.standard_normal((300, 12))
+        runs.append((f"run-{i + 1}", X, Y.astype(np.float32)))
+    result = encode_subject(
+        runs,
+        estimator="banded_ridge",
+        alphas=np.logspace(-1, 4, 6),
+        pca_variance=1.0,
+        delays=[0, 1],
+        bands=[("A", 8), ("B", 10)],
+        n_iter=10,
+    )
+    split = result.r2_split
+    assert split.shape == (2, n_targets)
+    assert np.all(split[0, :6] > 0.5) and np.all(np.abs(split[1, :6]) < 0.05)
+    assert np.all(split[1, 6:] > 0.5) and np.all(np.abs(split[0, 6:]) < 0.05)
+    np.testing.assert_allclose(split.sum(0), result.r2, atol=0.02)
+    assert result.gamma.shape == (2, n_targets) and result.bands == ["A", "B"]
+    # Block-diagonal PCA: one band's components are zero on the other band's features.
+    assert np.all(result.pca.components[:8, 8:] == 0) and np.all(result.pca.components[8:, :8] == 0)

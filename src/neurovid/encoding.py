@@ -1,28 +1,36 @@
-"""Linear encoding models: features -> PCA -> FIR delays -> ridge / LASSO, run-wise CV.
+"""Linear encoding models: features -> PCA -> FIR delays -> ridge / banded ridge / LASSO, run-wise CV.
 
 The recipe follows the voxelwise-modelling tradition (gallantlab tutorials,
 himalaya) and the SlowFast fMRI study:
 
-* **Outer CV**: leave one run out. Every step that learns from data
-  (feature z-scoring, PCA, the regression and its regularisation) is fit on
-  the training runs of a fold only; the held-out run is only predicted.
+* **Outer CV**: leave one run out, or, when runs repeat a stimulus sequence
+  (``stimuli``), leave one *group of repeats* out, so no fold is scored on a
+  stimulus it was trained on. Every step that learns from data (feature
+  z-scoring, PCA, the regression and its regularisation) is fit on the
+  training runs of a fold only; the held-out runs are only predicted.
 * **PCA**: features are z-scored on the training rows and projected on the
   fewest principal components explaining at least ``pca_variance`` of their
-  variance (:func:`fit_pca`).
+  variance (:func:`fit_pca`); for banded ridge, one PCA per feature space.
 * **Delays**: the PCA scores of each run get finite-impulse-response delays
   (:func:`neurovid.align.add_delays`) *per run*, so nothing leaks across a run
   boundary.
-* **Regression**: ``ridge`` is himalaya's ``RidgeCV`` (numpy backend, one SVD
-  per split for all targets at once; ``KernelRidgeCV`` with a linear kernel,
-  the same model, when samples < features), ``lasso`` is scikit-learn's ``Lasso``
-  (coordinate descent per target on a shared Gram matrix, warm-started from
-  large to small alpha, targets split over threads, early-stopped after
-  ``LASSO_MAX_ITER`` epochs). Both choose a regularisation strength **per target** by an inner
-  leave-one-run-out CV over the training runs (negative mean squared error
-  averaged over inner folds, himalaya's criterion); with a single training
-  run the inner CV uses its two contiguous halves instead.
-* **Scores**: Pearson r and R² of each target on each held-out run; the
-  overall score of a target is the mean over folds.
+* **Regression**: ``ridge`` is :func:`neurovid.ridge.ridge_cv` (one
+  decomposition per split for all targets, every alpha scored from projected
+  quantities; agrees with himalaya's ``RidgeCV``; torch on CUDA when a GPU is
+  visible); ``banded_ridge`` is :func:`neurovid.ridge.banded_ridge_cv` (one
+  regularisation per feature space = extractor, with the split R² of each
+  space); ``lasso`` is scikit-learn's ``Lasso`` (coordinate descent per target
+  on a shared Gram matrix, warm-started from large to small alpha, targets
+  split over threads, early-stopped after ``LASSO_MAX_ITER`` epochs). All choose
+  a regularisation strength **per target** by an inner leave-one-run-out (or
+  leave-one-repeat-group-out) CV over the training runs (negative mean squared
+  error averaged over inner folds, himalaya's criterion); with a single
+  training run the inner CV uses its two contiguous halves instead.
+* **Scores**: Pearson r and R² of each target on each held-out run (mean over
+  the runs of a fold); the overall score of a target is the mean over folds.
+* **Noise ceiling**: with repeated stimuli, the explainable variance of each
+  target (:func:`neurovid.ridge.explainable_variance`, bias-corrected) and the
+  held-out single-trial R² on those repeats as a fraction of it.
 * **Final model**: refit on all runs (PCA, delays, per-target alpha by
   leave-one-run-out CV over all runs); its weights are what ``weights.h5``
   stores, its alphas what ``alpha`` reports.
@@ -57,9 +65,6 @@ import pandas as pd
 
 # Imported eagerly (not inside functions) so that threadpoolctl's limits in
 # encode_subject also reach the BLAS that scipy/scikit-learn load.
-from himalaya.backend import set_backend
-from himalaya.kernel_ridge import KernelRidgeCV
-from himalaya.ridge import RidgeCV
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Lasso
@@ -68,16 +73,20 @@ from threadpoolctl import threadpool_limits
 from neurovid import io
 from neurovid.align import add_delays
 from neurovid.errors import InputError
+from neurovid.ridge import banded_ridge_cv, explainable_variance, ridge_cv, split_r2
 
 #: One run of a subject: (run id, features X [T_r, D], responses Y [T_r, N]).
 Run = tuple[str, np.ndarray, np.ndarray]
 Splits = list[tuple[np.ndarray, np.ndarray]]
 
-ESTIMATORS = ("ridge", "lasso")
+ESTIMATORS = ("ridge", "banded_ridge", "lasso")
 
 #: Coordinate-descent epochs per LASSO fit (see :func:`fit_lasso_cv`); a model's
 #: config may override it with ``max_iter``.
 LASSO_MAX_ITER = 100
+
+#: Feature-space weightings searched by banded ridge (a model's ``n_iter`` overrides it).
+BANDED_N_ITER = 20
 
 _log = logging.getLogger(__name__)
 
@@ -227,6 +236,7 @@ class LinearFit:
     coef: np.ndarray  # [P, N] float32
     intercept: np.ndarray  # [N] float32
     alpha: np.ndarray  # [N] float64, chosen per target
+    gamma: np.ndarray | None = None  # [n_spaces, N] banded ridge: weight of each feature space
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return (np.asarray(X, dtype=np.float32) @ self.coef + self.intercept).astype(np.float32)
@@ -238,59 +248,29 @@ def fit_ridge_cv(
     splits: Splits,
     alphas: Sequence[float],
     *,
-    n_targets_batch: int | None = None,
-    kernel: bool | None = None,
+    chunk_size: int | None = None,
+    backend: str = "auto",
+    route: str = "auto",
 ) -> LinearFit:
-    """Ridge with a per-target alpha chosen by CV over ``splits`` (himalaya).
+    """Ridge with a per-target alpha chosen by CV over ``splits`` (:func:`neurovid.ridge.ridge_cv`).
 
-    Solved with himalaya's numpy backend in float32, once per split for all
-    targets and alphas, then refit on all rows with each target's best alpha.
-    With more samples than features this is ``RidgeCV`` (SVD of X); with fewer
-    (``kernel=None`` decides) it is the equivalent ``KernelRidgeCV`` with a
-    linear kernel (eigendecomposition of X X', 2x faster at 3840 x 5760),
-    whose dual weights are mapped back to primal ones. An intercept is fitted
-    (X and Y are centred on the training rows of every split).
+    float32, one decomposition per split shared by all targets and alphas,
+    every alpha scored from projected quantities, then refit on all rows with
+    each target's best alpha (negative MSE averaged over splits, as himalaya's
+    ``RidgeCV``, with which it agrees). An intercept is fitted. Runs on CUDA
+    through torch when a GPU is visible (``backend="auto"``).
     """
-    set_backend("numpy", on_error="raise")
-    # Centring first (the intercept absorbs it) keeps float32 kernels accurate.
-    x_mean = np.asarray(X, dtype=np.float64).mean(axis=0)
-    X = np.ascontiguousarray(X - x_mean, dtype=np.float32)
-    Y = np.ascontiguousarray(Y, dtype=np.float32)
-    alphas_ = np.asarray(alphas, dtype=np.float32)
-    solver_params: dict[str, Any] = {}
-    if n_targets_batch:
-        solver_params["n_targets_batch"] = n_targets_batch
-        solver_params["n_targets_batch_refit"] = n_targets_batch
-    if kernel is None:
-        kernel = X.shape[0] < X.shape[1]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        if kernel:
-            model = KernelRidgeCV(
-                alphas=alphas_,
-                kernel="linear",
-                fit_intercept=True,
-                solver="eigenvalues",
-                solver_params=solver_params,
-                cv=list(splits),
-            ).fit(X, Y)
-            coef = model.get_primal_coef()
-        else:
-            model = RidgeCV(
-                alphas=alphas_,
-                fit_intercept=True,
-                solver="svd",
-                solver_params={**solver_params, "warn": False},
-                cv=list(splits),
-            ).fit(X, Y)
-            coef = model.coef_
-    coef = np.asarray(coef, dtype=np.float32).reshape(X.shape[1], Y.shape[1])
-    intercept = np.asarray(model.intercept_, dtype=np.float64).reshape(Y.shape[1])
-    return LinearFit(
-        coef=coef,
-        intercept=(intercept - x_mean @ coef).astype(np.float32),
-        alpha=np.asarray(model.best_alphas_, dtype=np.float64).reshape(Y.shape[1]),
+    fit = ridge_cv(
+        np.asarray(X, dtype=np.float32),
+        np.asarray(Y, dtype=np.float32),
+        splits,
+        alphas,
+        chunk_size=chunk_size,
+        backend=backend,
+        route=route,
     )
+    _log.debug("ridge: %s backend, %s route", fit.backend, fit.route)
+    return LinearFit(coef=fit.coef, intercept=fit.intercept, alpha=fit.alpha)
 
 
 def _lasso_targets(
@@ -427,10 +407,27 @@ def fit_estimator(
     alphas: Sequence[float],
     n_jobs: int = 1,
     max_iter: int = LASSO_MAX_ITER,
+    spaces: Sequence[np.ndarray] | None = None,
+    n_iter: int = BANDED_N_ITER,
+    seed: int = 0,
 ) -> LinearFit:
-    """Dispatch to :func:`fit_ridge_cv` or :func:`fit_lasso_cv` (``max_iter``: LASSO only)."""
+    """Dispatch to ridge, banded ridge (``spaces``: column indices of each feature
+    space; ``n_iter`` space weightings searched) or LASSO (``max_iter``)."""
     if estimator == "ridge":
         return fit_ridge_cv(X, Y, splits, alphas)
+    if estimator == "banded_ridge":
+        if not spaces:
+            raise ValueError("banded_ridge needs the feature spaces' columns")
+        fit = banded_ridge_cv(
+            np.asarray(X, dtype=np.float32),
+            np.asarray(Y, dtype=np.float32),
+            splits,
+            spaces,
+            alphas,
+            n_iter=n_iter,
+            seed=seed,
+        )
+        return LinearFit(coef=fit.coef, intercept=fit.intercept, alpha=fit.alpha, gamma=fit.gamma)
     if estimator == "lasso":
         return fit_lasso_cv(X, Y, splits, alphas, n_jobs=n_jobs, max_iter=max_iter)
     raise ValueError(f"unknown estimator {estimator!r}; use one of {ESTIMATORS}")
@@ -447,10 +444,10 @@ class EncodingResult:
     estimator: str
     delays_samples: list[int]
     pca_variance: float
-    r_folds: np.ndarray  # [F, N]
+    r_folds: np.ndarray  # [F, N] mean over the held-out runs of the fold
     r2_folds: np.ndarray  # [F, N]
     alpha_folds: np.ndarray  # [F, N]
-    predictions: list[np.ndarray]  # per fold: held-out predictions [T_k, N]
+    predictions: list[np.ndarray]  # per run: held-out predictions [T_r, N]
     n_components: list[int]  # per fold
     n_train: list[int]
     n_test: list[int]
@@ -460,6 +457,12 @@ class EncodingResult:
     pca: PCAModel  # final refit
     constant: np.ndarray  # [N] bool, constant over all runs (not modelled)
     fold_seconds: list[float] = field(default_factory=list)
+    fold_runs: list[list[int]] = field(default_factory=list)  # held-out runs of each fold
+    bands: list[str] = field(default_factory=list)  # banded ridge: feature-space names
+    r2_split_folds: np.ndarray | None = None  # [F, n_spaces, N] held-out split R²
+    gamma: np.ndarray | None = None  # [n_spaces, N] final refit
+    ev: np.ndarray | None = None  # [N] explainable variance from repeats (None: no repeats)
+    repeat_folds: list[int] = field(default_factory=list)  # folds whose runs are repeats
 
     @property
     def r(self) -> np.ndarray:
@@ -469,6 +472,26 @@ class EncodingResult:
     @property
     def r2(self) -> np.ndarray:
         return _nanmean(self.r2_folds, axis=0)
+
+    @property
+    def r2_split(self) -> np.ndarray | None:
+        """Held-out split R² [n_spaces, N] (banded ridge), mean over folds."""
+        return None if self.r2_split_folds is None else _nanmean(self.r2_split_folds, axis=0)
+
+    @property
+    def r2_repeats(self) -> np.ndarray | None:
+        """Held-out single-trial R² on the repeated stimuli only (the runs the ceiling is from)."""
+        if self.ev is None or not self.repeat_folds:
+            return None
+        return _nanmean(self.r2_folds[self.repeat_folds], axis=0)
+
+    @property
+    def r2_ceiling_fraction(self) -> np.ndarray | None:
+        """``r2_repeats / ev``: share of the explainable variance the model explains (NaN where ev <= 0)."""
+        if self.r2_repeats is None:
+            return None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.ev > 0, self.r2_repeats / self.ev, np.nan)
 
 
 def _check_runs(runs: Sequence[Run]) -> tuple[int, int]:
@@ -499,13 +522,113 @@ def _check_runs(runs: Sequence[Run]) -> tuple[int, int]:
     return n_dims.pop(), n_targets.pop()
 
 
+def fit_banded_pca(
+    X_train: np.ndarray, share: float, bands: Sequence[int]
+) -> tuple[PCAModel, list[int]]:
+    """One PCA per feature space (band), assembled into a block-diagonal :class:`PCAModel`.
+
+    Returns the model and the number of components kept per band. The
+    projection formula of ``weights.h5`` is unchanged: components of one band are
+    zero on the other bands' features.
+    """
+    models, bounds = [], np.concatenate([[0], np.cumsum(bands)]).astype(int)
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        models.append(fit_pca(np.asarray(X_train)[:, a:b], share))
+    widths = [m.n_components for m in models]
+    components = np.zeros((sum(widths), int(bounds[-1])))
+    row = 0
+    for m, a, b in zip(models, bounds[:-1], bounds[1:], strict=True):
+        components[row : row + m.n_components, a:b] = m.components
+        row += m.n_components
+    merged = PCAModel(
+        mean=np.concatenate([m.mean for m in models]),
+        scale=np.concatenate([m.scale for m in models]),
+        components=components,
+        # Share of each band's own variance: per-band values, concatenated.
+        explained_variance_ratio=np.concatenate([m.explained_variance_ratio for m in models]),
+    )
+    return merged, widths
+
+
+def band_columns(widths: Sequence[int], n_delays: int) -> list[np.ndarray]:
+    """Columns of each band in the delayed design (delay-major: column ``i * P + p``)."""
+    total = int(sum(widths))
+    starts = np.concatenate([[0], np.cumsum(widths)]).astype(int)
+    return [
+        np.concatenate([i * total + np.arange(starts[b], starts[b + 1]) for i in range(n_delays)])
+        for b in range(len(widths))
+    ]
+
+
 def _fold_design(
-    runs: Sequence[Run], train_runs: Sequence[int], pca_variance: float, delays: Sequence[int]
-) -> tuple[PCAModel, list[np.ndarray]]:
-    """PCA fit on the training runs, then each run projected and delayed on its own."""
-    pca = fit_pca(np.concatenate([runs[i][1] for i in train_runs]), pca_variance)
+    runs: Sequence[Run],
+    train_runs: Sequence[int],
+    pca_variance: float,
+    delays: Sequence[int],
+    bands: Sequence[int] | None = None,
+) -> tuple[PCAModel, list[np.ndarray], list[np.ndarray] | None]:
+    """PCA fit on the training runs (one per band for banded ridge), then each run
+    projected and delayed on its own. Returns the band columns of the design too."""
+    X_train = np.concatenate([runs[i][1] for i in train_runs])
+    spaces = None
+    if bands:
+        pca, widths = fit_banded_pca(X_train, pca_variance, bands)
+        spaces = band_columns(widths, len(delays))
+    else:
+        pca = fit_pca(X_train, pca_variance)
     designs = [add_delays(pca.transform(X), list(delays)) for _, X, _ in runs]
-    return pca, designs
+    return pca, designs, spaces
+
+
+def repeat_groups(stimuli: Sequence[str] | None, n_runs: int) -> list[list[int]]:
+    """Runs grouped by identical stimulus sequence (repeats), in first-appearance order.
+
+    ``None`` (or all distinct) gives one run per group: leave-one-run-out.
+    """
+    if stimuli is None:
+        return [[i] for i in range(n_runs)]
+    if len(stimuli) != n_runs:
+        raise ValueError(f"{len(stimuli)} stimulus keys for {n_runs} runs")
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(stimuli):
+        groups.setdefault(str(key), []).append(i)
+    return list(groups.values())
+
+
+def group_splits(lengths: Sequence[int], groups: Sequence[Sequence[int]]) -> Splits:
+    """Leave-one-group-out splits over runs stacked in order (``groups``: run indices).
+
+    Repeats of one stimulus are validated together, so no fold trains on the
+    stimulus it is scored on. One group only: leave one run out (or the halves of
+    a single run, :func:`inner_splits`).
+    """
+    if len(groups) < 2:
+        return inner_splits(lengths)
+    bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    total = int(bounds[-1])
+    splits: Splits = []
+    for group in groups:
+        test = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in sorted(group)])
+        train = np.setdiff1d(np.arange(total), test)
+        splits.append((train, test))
+    return splits
+
+
+def subject_ev(Y_runs: Sequence[np.ndarray], groups: Sequence[Sequence[int]]) -> np.ndarray | None:
+    """Explainable variance per target from every group of repeated runs (sample-weighted
+    mean over groups); None when no stimulus was repeated. Repeats that were recorded for
+    different durations are compared over their common length (they share the timeline)."""
+    values, weights = [], []
+    for group in groups:
+        if len(group) < 2:
+            continue
+        n = min(len(Y_runs[i]) for i in group)
+        values.append(explainable_variance(np.stack([Y_runs[i][:n] for i in group])))
+        weights.append(n)
+    if not values:
+        return None
+    stacked = np.asarray(values)
+    return np.average(np.where(np.isfinite(stacked), stacked, np.nan), axis=0, weights=weights)
 
 
 def encode_subject(
@@ -517,18 +640,27 @@ def encode_subject(
     delays: Sequence[int],
     n_jobs: int = 1,
     max_iter: int = LASSO_MAX_ITER,
+    stimuli: Sequence[str] | None = None,
+    bands: Sequence[tuple[str, int]] | None = None,
+    n_iter: int = BANDED_N_ITER,
+    seed: int = 0,
     log: logging.Logger | None = None,
 ) -> EncodingResult:
     """Fit and cross-validate one subject's encoding model (see module docstring).
 
     Args:
         runs: ``(run_id, X [T_r, D], Y [T_r, N])`` per run, in a fixed order.
-        estimator: ``ridge`` or ``lasso``.
+        estimator: ``ridge``, ``banded_ridge`` or ``lasso``.
         alphas: regularisation strengths searched per target.
         pca_variance: share of feature variance PCA keeps (1 keeps all).
         delays: FIR delays in samples (see :func:`neurovid.align.delay_samples`).
         n_jobs: threads (BLAS for ridge; target chunks for LASSO).
         max_iter: coordinate-descent epochs per LASSO fit.
+        stimuli: one key per run (its stimulus sequence); runs sharing a key are
+            repeats: held out together, and used for the noise ceiling.
+        bands: banded ridge: ``(name, n_columns)`` of each feature space, in the
+            column order of X; PCA and a regularisation per space.
+        n_iter, seed: banded ridge's search over space weightings.
         log: progress logger (fold k/F and seconds).
 
     Raises:
@@ -539,9 +671,17 @@ def encode_subject(
         raise ValueError(f"unknown estimator {estimator!r}; use one of {ESTIMATORS}")
     if len(delays) == 0:
         raise ValueError("need at least one delay")
-    _, n_targets = _check_runs(runs)
+    n_dims, n_targets = _check_runs(runs)
+    band_widths = None
+    if estimator == "banded_ridge":
+        if not bands or sum(w for _, w in bands) != n_dims:
+            raise ValueError(
+                f"banded_ridge needs bands covering the {n_dims} feature columns, got {bands}"
+            )
+        band_widths = [int(w) for _, w in bands]
     lengths = [len(Y) for _, _, Y in runs]
-    Y_all = np.concatenate([np.asarray(Y, dtype=np.float32) for _, _, Y in runs])
+    Y_runs = [np.asarray(Y, dtype=np.float32) for _, _, Y in runs]
+    Y_all = np.concatenate(Y_runs)
     constant = np.ptp(Y_all, axis=0) == 0
     active = np.flatnonzero(~constant)
     if constant.any():
@@ -550,68 +690,121 @@ def encode_subject(
             int(constant.sum()),
             n_targets,
         )
-    splits = leave_one_run_out(lengths)
-    n_folds = len(splits)
+    groups = repeat_groups(stimuli, len(runs))
+    if len(groups) < 2:
+        raise InputError(
+            None,
+            f"all {len(runs)} runs show the same stimulus sequence: no fold could be scored on a stimulus it was not trained on.",
+            "record runs with different stimuli (repeats are used for the noise ceiling).",
+            field="stimulus",
+        )
+    ev = subject_ev(Y_runs, groups)
+    n_folds = len(groups)
     r_folds = np.full((n_folds, n_targets), np.nan)
     r2_folds = np.full((n_folds, n_targets), np.nan)
     alpha_folds = np.full((n_folds, n_targets), np.nan)
-    predictions: list[np.ndarray] = []
+    split_folds = (
+        np.full((n_folds, len(band_widths or []), n_targets), np.nan) if band_widths else None
+    )
+    predictions: list[np.ndarray] = [np.empty(0)] * len(runs)
     n_components: list[int] = []
+    n_train: list[int] = []
+    n_test: list[int] = []
     fold_seconds: list[float] = []
+    fit_options = {"n_jobs": n_jobs, "max_iter": max_iter, "n_iter": n_iter, "seed": seed}
 
     with threadpool_limits(limits=max(1, int(n_jobs))):
-        for k, (train, test) in enumerate(splits):
+        for k, held_out in enumerate(groups):
             t0 = time.perf_counter()
-            train_runs = [i for i in range(len(runs)) if i != k]
-            pca, designs = _fold_design(runs, train_runs, pca_variance, delays)
+            train_runs = [i for i in range(len(runs)) if i not in held_out]
+            pca, designs, spaces = _fold_design(runs, train_runs, pca_variance, delays, band_widths)
             X_train = np.concatenate([designs[i] for i in train_runs])
-            Y_train = Y_all[train]
-            pred = np.repeat(Y_train.mean(axis=0, keepdims=True), len(test), axis=0)
+            Y_train = np.concatenate([Y_runs[i] for i in train_runs])
+            inner_groups = _reindex([g for g in groups if g is not held_out], train_runs)
+            fit = None
             if active.size:
-                inner = inner_splits([lengths[i] for i in train_runs])
+                inner = group_splits([lengths[i] for i in train_runs], inner_groups)
                 fit = fit_estimator(
-                    estimator, X_train, Y_train[:, active], inner, alphas, n_jobs, max_iter
+                    estimator,
+                    X_train,
+                    Y_train[:, active],
+                    inner,
+                    alphas,
+                    spaces=spaces,
+                    **fit_options,
                 )
-                pred[:, active] = fit.predict(designs[k])
                 alpha_folds[k, active] = fit.alpha
-            r, r2 = score_predictions(Y_all[test], pred)
-            r[constant], r2[constant] = np.nan, np.nan
-            r_folds[k], r2_folds[k] = r, r2
-            predictions.append(pred.astype(np.float32))
+            per_run_r, per_run_r2, per_run_split = [], [], []
+            for i in held_out:
+                pred = np.repeat(Y_train.mean(axis=0, keepdims=True), lengths[i], axis=0)
+                if fit is not None:
+                    pred[:, active] = fit.predict(designs[i])
+                r, r2 = score_predictions(Y_runs[i], pred)
+                r[constant], r2[constant] = np.nan, np.nan
+                per_run_r.append(r)
+                per_run_r2.append(r2)
+                predictions[i] = pred.astype(np.float32)
+                if split_folds is not None and fit is not None:
+                    parts = np.stack([designs[i][:, cols] @ fit.coef[cols] for cols in spaces])
+                    shares = np.full((len(spaces), n_targets), np.nan)
+                    shares[:, active] = split_r2(Y_runs[i][:, active], parts)
+                    per_run_split.append(shares)
+            r_folds[k] = _nanmean(np.asarray(per_run_r), axis=0)
+            r2_folds[k] = _nanmean(np.asarray(per_run_r2), axis=0)
+            if per_run_split:
+                split_folds[k] = _nanmean(np.asarray(per_run_split), axis=0)
             n_components.append(pca.n_components)
+            n_test.append(int(sum(lengths[i] for i in held_out)))
+            n_train.append(int(len(Y_train)))
             fold_seconds.append(time.perf_counter() - t0)
             log.info(
                 "fold %d/%d (held out %s): %d PCs x %d delays, %d train / %d test samples, mean r %.4f, %.1f s",
                 k + 1,
                 n_folds,
-                runs[k][0],
+                "+".join(runs[i][0] for i in held_out),
                 pca.n_components,
                 len(delays),
-                len(train),
-                len(test),
-                _nan_stat(r, np.mean),
+                n_train[-1],
+                n_test[-1],
+                _nan_stat(r_folds[k], np.mean),
                 fold_seconds[-1],
             )
 
         t0 = time.perf_counter()
-        pca, designs = _fold_design(runs, range(len(runs)), pca_variance, delays)
+        pca, designs, spaces = _fold_design(
+            runs, range(len(runs)), pca_variance, delays, band_widths
+        )
         X_all = np.concatenate(designs)
         weights = np.zeros((X_all.shape[1], n_targets), dtype=np.float32)
         intercept = Y_all.mean(axis=0).astype(np.float32)
         alpha = np.full(n_targets, np.nan)
+        gamma = np.full((len(band_widths), n_targets), np.nan) if band_widths else None
         if active.size:
             fit = fit_estimator(
-                estimator, X_all, Y_all[:, active], inner_splits(lengths), alphas, n_jobs, max_iter
+                estimator,
+                X_all,
+                Y_all[:, active],
+                group_splits(lengths, groups),
+                alphas,
+                spaces=spaces,
+                **fit_options,
             )
             weights[:, active] = fit.coef
             intercept[active] = fit.intercept
             alpha[active] = fit.alpha
+            if gamma is not None and fit.gamma is not None:
+                gamma[:, active] = fit.gamma
         log.info(
             "final refit on all %d runs: %d PCs x %d delays, %.1f s",
             len(runs),
             pca.n_components,
             len(delays),
             time.perf_counter() - t0,
+        )
+    if ev is not None:
+        log.info(
+            "noise ceiling from repeated stimuli: mean explainable variance %.4f",
+            _nan_stat(ev, np.mean),
         )
 
     return EncodingResult(
@@ -624,15 +817,27 @@ def encode_subject(
         alpha_folds=alpha_folds,
         predictions=predictions,
         n_components=n_components,
-        n_train=[len(tr) for tr, _ in splits],
-        n_test=[len(te) for _, te in splits],
+        n_train=n_train,
+        n_test=n_test,
         alpha=alpha,
         weights=weights,
         intercept=intercept,
         pca=pca,
         constant=constant,
         fold_seconds=fold_seconds,
+        fold_runs=[list(g) for g in groups],
+        bands=[name for name, _ in bands] if band_widths and bands else [],
+        r2_split_folds=split_folds,
+        gamma=gamma,
+        ev=ev,
+        repeat_folds=[k for k, g in enumerate(groups) if len(g) > 1],
     )
+
+
+def _reindex(groups: Sequence[Sequence[int]], kept: Sequence[int]) -> list[list[int]]:
+    """Groups of run indices renumbered to positions within ``kept``."""
+    position = {run: j for j, run in enumerate(kept)}
+    return [[position[i] for i in g] for g in groups]
 
 
 # --------------------------------------------------------------------------- pipeline I/O
@@ -650,6 +855,7 @@ class SubjectData:
     mask: np.ndarray | None = None
     affine: np.ndarray | None = None
     voxel_ijk: np.ndarray | None = None
+    bands: list[tuple[str, int]] = field(default_factory=list)  # (extractor, feature columns)
 
 
 def load_subject(
@@ -714,6 +920,7 @@ def load_subject(
                 )
             blocks.append(fs.features.astype(np.float32))
         X = np.concatenate(blocks, axis=1)
+        widths = [(name, block.shape[1]) for name, block in zip(extractors, blocks, strict=True)]
         Y = rs.responses.astype(np.float32)
         if zscore:
             Y = zscore_runs(Y, [len(Y)])
@@ -736,6 +943,7 @@ def load_subject(
         mask=first.mask,
         affine=first.affine,
         voxel_ijk=first.voxel_ijk,
+        bands=widths,
     )
 
 
@@ -750,11 +958,12 @@ def top_targets(r: np.ndarray, k: int) -> np.ndarray:
 def metrics_table(result: EncodingResult) -> pd.DataFrame:
     """One row per fold plus a ``mean`` row (fold means of sizes; overall target scores)."""
     rows = []
-    for k, run_id in enumerate(result.run_ids):
+    fold_runs = result.fold_runs or [[k] for k in range(len(result.run_ids))]
+    for k, held_out in enumerate(fold_runs):
         rows.append(
             {
                 "fold": str(k + 1),
-                "held_out_run": run_id,
+                "held_out_run": "+".join(result.run_ids[i] for i in held_out),
                 "n_train": result.n_train[k],
                 "n_test": result.n_test[k],
                 "n_components": result.n_components[k],
@@ -799,6 +1008,20 @@ def write_outputs(
     if data.voxel_ijk is not None:
         spatial = {"mask": data.mask, "affine": data.affine, "voxel_ijk": data.voxel_ijk}
 
+    extra: dict[str, np.ndarray] = {}
+    extra_attrs: dict[str, Any] = {}
+    if result.ev is not None:
+        extra["ev"] = result.ev.astype(np.float32)
+        extra["r2_repeats"] = result.r2_repeats.astype(np.float32)
+        extra["r2_ceiling_fraction"] = result.r2_ceiling_fraction.astype(np.float32)
+        extra_attrs["mean_ev"] = _nan_stat(result.ev, np.mean)
+        extra_attrs["repeat_runs"] = [
+            "+".join(result.run_ids[i] for i in result.fold_runs[k]) for k in result.repeat_folds
+        ]
+    if result.r2_split is not None:
+        extra["r2_split"] = result.r2_split.astype(np.float32)
+        extra["gamma"] = result.gamma.astype(np.float32)
+        extra_attrs["bands"] = list(result.bands)
     io.write_h5(
         paths["scores"],
         {
@@ -809,10 +1032,12 @@ def write_outputs(
             "r2_folds": result.r2_folds.astype(np.float32),
             "alpha_folds": result.alpha_folds.astype(np.float32),
             "target_names": names,
+            **extra,
             **spatial,
         },
         {
             **common,
+            **extra_attrs,
             "modality": data.modality,
             "sampling_rate": data.sampling_rate,
             "delays_samples": result.delays_samples,
@@ -828,6 +1053,13 @@ def write_outputs(
 
     table = pd.DataFrame({"target": names, "r": r.astype(np.float32), "r2": r2.astype(np.float32)})
     table["alpha"] = result.alpha
+    if result.ev is not None:
+        table["ev"] = result.ev.astype(np.float32)
+        table["r2_ceiling_fraction"] = result.r2_ceiling_fraction.astype(np.float32)
+    if result.r2_split is not None:
+        for b, band in enumerate(result.bands):
+            table[f"r2_{band}"] = result.r2_split[b].astype(np.float32)
+            table[f"gamma_{band}"] = result.gamma[b].astype(np.float32)
     if data.voxel_ijk is not None:
         for axis, column in enumerate("ijk"):
             table[column] = np.asarray(data.voxel_ijk)[:, axis]
@@ -889,7 +1121,7 @@ def output_paths(output: Any) -> dict[str, str]:
 def describe(result: EncodingResult) -> str:
     """One line for the log."""
     return (
-        f"{len(result.run_ids)} folds, mean r {_nan_stat(result.r, np.mean):.4f}, "
+        f"{len(result.r_folds)} folds, mean r {_nan_stat(result.r, np.mean):.4f}, "
         f"median r {_nan_stat(result.r, np.median):.4f}, "
         f"PCs per fold {result.n_components}, final {result.pca.n_components}"
     )

@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 _log = logging.getLogger(__name__)
 
@@ -209,10 +208,7 @@ def _gram(A: np.ndarray) -> np.ndarray:
 
 def _eig_psd(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigen-decomposition of a symmetric PSD matrix, rounding-negative values set to 0."""
-    # One thread: LAPACK's eigh is latency-bound, and with two BLAS threads it slows down
-    # 25x when another process uses the other core (measured on 2 cores).
-    with threadpool_limits(limits=1):
-        w, v = np.linalg.eigh(M)
+    w, v = np.linalg.eigh(M)
     w = np.clip(w, 0.0, None)
     return w, v
 
@@ -221,8 +217,7 @@ def _psd_factor(H: np.ndarray) -> tuple[np.ndarray, bool]:
     """A factor F with ``F'F = H``: upper-triangular Cholesky L' when H is positive definite,
     else the rows ``sqrt(mu) w'`` of its eigen-decomposition with mu > 0."""
     try:
-        with threadpool_limits(limits=1):
-            L = np.linalg.cholesky(H)
+        L = np.linalg.cholesky(H)
         return np.ascontiguousarray(L.T), True
     except np.linalg.LinAlgError:
         mu, W = _eig_psd(H)
