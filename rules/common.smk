@@ -1,8 +1,18 @@
 # Config and sample-sheet validation, wildcard constraints, input functions.
 import os
+import sys
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
+
+# The neurovid library of this checkout runs every job, whatever its software
+# environment (this venv, a per-stage conda env from --sdm conda, a SLURM job):
+# jobs inherit PYTHONPATH, and envs/*.yaml hold only third-party packages.
+# (Set here, not required from the user: so no `envvars:` directive.)
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+PYTHONPATH = [SRC, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+os.environ.update(PYTHONPATH=os.pathsep.join(dict.fromkeys(PYTHONPATH)))
 
 import neurovid.sheets as sheets
 

@@ -32,7 +32,7 @@ def test_demo_sheets_load(repo: Path, schemas: Path) -> None:
         repo / "demo/recordings.tsv", schemas / "recordings.schema.yaml", videos, workdir=repo
     )
     assert list(videos.index) == ["bigbuckbunny", "bikes", "gen01", "gen02", "gen03", "gen04"]
-    assert len(recordings) == 18
+    assert len(recordings) == 20  # mouse-*_run-4 repeat run-3 (noise ceiling)
     assert recordings.at["sub-01_run-1", "timeline"] == [
         StimulusEvent("bigbuckbunny", 0.0),
         StimulusEvent("gen01", 6.0),

@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
+from pathlib import Path
 from typing import Any
+
+# Environment variables that say where a job ran: the SLURM job (the SLURM
+# executor's job step keeps SLURM_JOB_ID) and the GPUs the scheduler gave it.
+JOB_VARIABLES = ("SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES")
+UNSET = "<unset>"
+
+
+def job_environment() -> str:
+    """One line naming the host, the SLURM job, the visible GPUs and the library's location.
+
+    Every rule log starts with it, so a log shows whether its job ran through
+    sbatch, which GPUs it could see, and which copy of ``neurovid`` it imported.
+    """
+    fields = [f"host={socket.gethostname()}"]
+    fields += [f"{name}={os.environ.get(name, UNSET)}" for name in JOB_VARIABLES]
+    fields.append(f"neurovid={Path(__file__).resolve().parent}")
+    return "job environment: " + " ".join(fields)
 
 
 def script_logger(smk: Any, name: str) -> logging.Logger:
@@ -12,6 +32,7 @@ def script_logger(smk: Any, name: str) -> logging.Logger:
 
     Python warnings (e.g. from nilearn) and an uncaught exception (with its
     traceback) are written to the same log, so a failed job's log says why.
+    The first line is :func:`job_environment`.
     """
     handler: logging.Handler
     log_files = list(getattr(smk, "log", []) or [])
@@ -33,4 +54,5 @@ def script_logger(smk: Any, name: str) -> logging.Logger:
         previous_hook(kind, error, trace)
 
     sys.excepthook = log_uncaught
+    logger.info("%s", job_environment())
     return logger

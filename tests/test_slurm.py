@@ -1,0 +1,285 @@
+"""The workflow on a real one-node SLURM cluster, through profiles/slurm.
+
+The session starts SLURM on this machine (installing it with apt when missing,
+see tests/slurm_cluster.py), runs a reduced demo (one fMRI subject, one mouse,
+three short videos) with ``--profile profiles/slurm`` plus a test overlay that
+points at the local partition, and runs the same reduced demo with the
+workstation profile. Every job must have gone through sbatch, GPU jobs must
+have seen ``CUDA_VISIBLE_DEVICES`` and the others not, and the results must
+equal the local run's.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+
+from neurovid.io import read_h5
+from neurovid.logs import UNSET
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from _workflow import copy_workflow  # noqa: E402
+from slurm_cluster import (  # noqa: E402
+    PARTITION,
+    ClusterUnavailable,
+    SlurmCluster,
+    install_slurm,
+)
+
+pytestmark = pytest.mark.workflow
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+RUN_TIMEOUT_S = 420  # per workflow run; `timeout -k` kills a hung Snakemake
+
+# Reduced demo: three short videos, one fMRI subject and one mouse, three runs each.
+VIDEOS = ("bigbuckbunny", "bikes", "gen01")
+RUNS = {1: "bigbuckbunny@0", 2: "bikes@0", 3: "gen01@0"}
+TEST_CONFIG = {
+    "videos": "ci/videos.tsv",
+    "recordings": "ci/recordings.tsv",
+    "demo": {"generated": {"gen01": 12}},
+}
+
+
+def reduced_demo(dest: Path) -> Path:
+    """A fresh copy of the workflow with the reduced demo's sheets and config overlay."""
+    work = copy_workflow(dest)
+    (work / "ci").mkdir()
+    (work / "ci/videos.tsv").write_text(
+        "video_id\tpath\tkind\n"
+        + "".join(f"{v}\tresults/demo/stimuli/{v}.mp4\tstimulus\n" for v in VIDEOS)
+    )
+    rows = [
+        f"sub-01_run-{run}\tsub-01\tfmri\tresults/demo/fmri/sub-01_run-{run}.nii.gz\t{stim}\t1\t\n"
+        for run, stim in RUNS.items()
+    ] + [
+        f"mouse-1_run-{run}\tmouse-1\tspikes\tresults/demo/mice/mouse-1_run-{run}.tsv\t{stim}\t\t10\n"
+        for run, stim in RUNS.items()
+    ]
+    (work / "ci/recordings.tsv").write_text(
+        "recording_id\tsubject\tmodality\tpath\tstimulus\ttr\tsampling_rate\n" + "".join(rows)
+    )
+    (work / "ci/config.yaml").write_text(yaml.safe_dump(TEST_CONFIG))
+    return work
+
+
+def slurm_overlay(work: Path) -> Path:
+    """profiles/slurm adapted to the test cluster, as a user would adapt it to theirs.
+
+    Partitions point at the local one; without slurmdbd the status query is squeue;
+    status checks start after 1 s (the cluster keeps finished jobs MIN_JOB_AGE s);
+    no retries (a failure must show).
+    """
+    profile = yaml.safe_load((work / "profiles/slurm/config.yaml").read_text())
+    overlay = {
+        "default-resources": {**profile["default-resources"], "slurm_partition": PARTITION},
+        "set-resources": {
+            rule: {**settings, "slurm_partition": PARTITION}
+            for rule, settings in profile.get("set-resources", {}).items()
+        },
+        "slurm-status-command": "squeue",
+        "slurm-init-seconds-before-status-checks": 1,
+        "slurm-keep-successful-logs": True,
+        "retries": 0,
+    }
+    path = work / "ci/slurm-test-profile"
+    path.mkdir()
+    (path / "config.yaml").write_text(yaml.safe_dump(overlay))
+    return path
+
+
+def snakemake(work: Path, *args: str, env: dict | None = None) -> SimpleNamespace:
+    start = time.perf_counter()
+    done = subprocess.run(
+        ["timeout", "-k", "10", str(RUN_TIMEOUT_S), SNAKEMAKE, *args],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"exit {done.returncode}\n{output[-6000:]}"
+    return SimpleNamespace(output=output, wall=time.perf_counter() - start)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> SlurmCluster:
+    try:
+        install_seconds = install_slurm()
+    except ClusterUnavailable as why:
+        pytest.skip(f"no SLURM test cluster: {why}")
+    # munged needs every folder on its socket's path to be searchable by all users,
+    # which pytest's private temp folders are not.
+    root = Path(tempfile.mkdtemp(prefix="neurovid-slurm-", dir="/tmp"))
+    root.chmod(0o755)
+    test_cluster = SlurmCluster(root)
+    try:
+        test_cluster.start()
+    except ClusterUnavailable as why:
+        test_cluster.stop()
+        pytest.skip(f"no SLURM test cluster: {why}")
+    except BaseException:
+        test_cluster.stop()
+        raise
+    print(
+        f"\nSLURM: installed in {install_seconds:.1f} s, cluster up in {test_cluster.start_seconds:.2f} s"
+    )
+    yield test_cluster
+    test_cluster.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def runs(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """The reduced demo through SLURM, then locally with the workstation profile."""
+    base = tmp_path_factory.mktemp("slurm")
+    slurm_work, local_work = reduced_demo(base / "slurm"), reduced_demo(base / "local")
+    overlay = slurm_overlay(slurm_work)
+    common = ("--configfile", "ci/config.yaml")
+    slurm = snakemake(
+        slurm_work,
+        "--profile",
+        "profiles/slurm",
+        "--workflow-profile",
+        str(overlay.relative_to(slurm_work)),
+        *common,
+        env=cluster.env(),
+    )
+    local = snakemake(local_work, "--profile", "profiles/workstation", *common)
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", slurm.output)
+    print(
+        f"\nreduced demo: SLURM {slurm.wall:.0f} s ({len(submitted)} sbatch submissions), "
+        f"local {local.wall:.0f} s"
+    )
+    return SimpleNamespace(
+        slurm=slurm,
+        local=local,
+        slurm_work=slurm_work,
+        local_work=local_work,
+        submitted=submitted,
+        known_to_slurm=cluster.job_ids(),
+        jobs=planned(slurm.output),
+    )
+
+
+def planned(output: str) -> dict[str, SimpleNamespace]:
+    """Jobs Snakemake announced (group members included): {log file: rule, resources}."""
+    jobs: dict[str, SimpleNamespace] = {}
+    rule = log = None
+    for line in output.splitlines():
+        header = re.match(r"^\s*(?:local)?rule (\w+):$", line)
+        if header:
+            rule, log = header.group(1), None
+            continue
+        field = re.match(r"^\s+(log|resources): (.*)$", line)
+        if rule and field and field.group(1) == "log":
+            log = field.group(2).split(",")[0].strip()
+        elif rule and field and log:
+            resources = dict(item.split("=", 1) for item in field.group(2).split(", "))
+            jobs[log] = SimpleNamespace(rule=rule, resources=resources)
+            rule = None
+    return jobs
+
+
+def job_environment(log: Path) -> dict[str, str]:
+    """The `job environment:` line neurovid.logs writes first into every rule log."""
+    match = re.search(r"job environment: (.*)", log.read_text())
+    assert match, f"{log}: no 'job environment' line"
+    return dict(item.split("=", 1) for item in match.group(1).split())
+
+
+def test_every_job_went_through_sbatch(runs: SimpleNamespace) -> None:
+    logs = sorted((runs.slurm_work / "results/logs").rglob("*.log"))
+    local_logs = sorted((runs.local_work / "results/logs").rglob("*.log"))
+    assert [p.relative_to(runs.slurm_work) for p in logs] == [
+        p.relative_to(runs.local_work) for p in local_logs
+    ]
+    assert {str(p.relative_to(runs.slurm_work)) for p in logs} == set(runs.jobs)
+    submitted = set(runs.submitted)
+    assert len(submitted) == len(runs.submitted), "a SLURM job id was reported twice"
+    assert submitted <= runs.known_to_slurm
+    used = set()
+    for log in logs:
+        environment = job_environment(log)
+        assert environment["SLURM_JOB_ID"] in submitted, f"{log} ran outside sbatch"
+        used.add(environment["SLURM_JOB_ID"])
+    assert used == submitted  # and no submission without a job
+    # Job groups: the per-video and per-recording jobs share sbatch jobs.
+    print(f"{len(logs)} jobs in {len(submitted)} sbatch submissions")
+    assert len(submitted) < len(logs) / 3
+    video_jobs = {
+        job_environment(log)["SLURM_JOB_ID"]
+        for rule in ("probe", "standardize", "motion_energy")
+        for log in (runs.slurm_work / f"results/logs/{rule}").glob("*.log")
+    }
+    assert len(video_jobs) == 1  # 3 videos <= group-components video: 10
+
+
+def test_gpu_jobs_see_cuda_visible_devices_and_the_others_do_not(
+    runs: SimpleNamespace,
+) -> None:
+    gpu_jobs = {log for log, job in runs.jobs.items() if int(job.resources.get("gpu", 0)) > 0}
+    assert "results/logs/encode/me_ridge/sub-01.log" in gpu_jobs
+    assert "results/logs/encode/me_lasso/mouse-1.log" not in gpu_jobs  # LASSO runs on CPU
+    for log in runs.jobs:
+        visible = job_environment(runs.slurm_work / log)["CUDA_VISIBLE_DEVICES"]
+        if log in gpu_jobs:
+            assert visible == "0", f"{log}: CUDA_VISIBLE_DEVICES={visible}"
+        else:
+            assert visible == UNSET, f"{log}: CUDA_VISIBLE_DEVICES={visible}"
+    for log in runs.jobs:
+        assert job_environment(runs.local_work / log)["CUDA_VISIBLE_DEVICES"] == UNSET
+
+
+def test_jobs_import_the_library_of_the_workflow_copy(runs: SimpleNamespace) -> None:
+    # Not the editable install of the repository: the copy's src/ through PYTHONPATH.
+    for work in (runs.slurm_work, runs.local_work):
+        for log in runs.jobs:
+            assert job_environment(work / log)["neurovid"] == str(work / "src/neurovid")
+
+
+def result_files(work: Path) -> list[str]:
+    skip = ("results/logs/", "results/benchmarks/")
+    return sorted(
+        str(p.relative_to(work))
+        for p in (work / "results").rglob("*")
+        if p.is_file() and not str(p.relative_to(work)).startswith(skip)
+    )
+
+
+def test_results_equal_the_local_run(runs: SimpleNamespace) -> None:
+    files = result_files(runs.slurm_work)
+    assert files == result_files(runs.local_work)
+    scores = [f for f in files if f.endswith("/scores.h5")]
+    assert len(scores) == 3  # me_ridge sub-01 and mouse-1, me_lasso mouse-1
+    for name in scores:
+        cluster_arrays, cluster_attrs = read_h5(runs.slurm_work / name)
+        local_arrays, local_attrs = read_h5(runs.local_work / name)
+        assert cluster_arrays.keys() == local_arrays.keys()
+        for key, values in local_arrays.items():
+            if values.dtype.kind in "fc":
+                np.testing.assert_allclose(cluster_arrays[key], values, rtol=1e-6, equal_nan=True)
+            else:
+                np.testing.assert_array_equal(cluster_arrays[key], values)
+        assert np.nanmax(local_arrays["r"]) > 0.4, name  # the models found the simulated signal
+        assert cluster_attrs["provenance"] == local_attrs["provenance"]
+    # Same inputs, seeds and software: every output is byte for byte the same.
+    different = [
+        f for f in files if (runs.slurm_work / f).read_bytes() != (runs.local_work / f).read_bytes()
+    ]
+    assert not different
+
+
+def test_slurm_run_stays_within_the_ci_budget(runs: SimpleNamespace) -> None:
+    assert runs.slurm.wall < 300, f"SLURM run took {runs.slurm.wall:.0f} s"
