@@ -360,3 +360,25 @@ def test_cuda_path_bf16_pinned_auto_batch(video: Path, models: dict[str, Path], 
         np.linalg.norm(a.features, axis=1) * np.linalg.norm(b.features, axis=1)
     )
     assert cosine.min() > 0.99
+
+
+def test_config_sections_are_validated(repo: Path) -> None:
+    """The default config validates; an enabled extractor needs its section, with known keys."""
+    import copy
+
+    import yaml
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((repo / "config.yaml").read_text())
+    assert config["features"]["extractors"] == ["motion_energy"]  # the demo needs no weights
+    validate(copy.deepcopy(config), str(repo / "schemas/config.schema.yaml"))
+    enabled = copy.deepcopy(config)
+    enabled["features"]["extractors"] = ["motion_energy", "vit"]
+    del enabled["features"]["vit"]
+    with pytest.raises(WorkflowError, match="'vit' is a required property"):
+        validate(enabled, str(repo / "schemas/config.schema.yaml"))
+    typo = copy.deepcopy(config)
+    typo["features"]["vivit"]["strides"] = 8
+    with pytest.raises(WorkflowError, match="strides"):
+        validate(typo, str(repo / "schemas/config.schema.yaml"))
