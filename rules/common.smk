@@ -56,6 +56,20 @@ def gpu_request():
     return 1 if config.get("gpu", True) else 0
 
 
+def extractor_settings(name):
+    """Config section of a learned extractor (the keyword arguments of its library function)."""
+    return config["features"].get(name, {})
+
+
+def feature_targets():
+    """Features files of `features.extractors` for every video of the sheet."""
+    return expand(
+        "results/features/{extractor}/{video}.h5",
+        extractor=config["features"]["extractors"],
+        video=VIDEOS.index,
+    )
+
+
 def video_path(wildcards):
     return VIDEOS.at[wildcards.video, "path"]
 
@@ -112,7 +126,7 @@ def demo_subject_features(wildcards):
 
 
 def all_targets():
-    targets = []
+    targets = feature_targets()
     for model in MODELS:
         subjects = model_subjects(model)
         targets += expand(

@@ -1,4 +1,4 @@
-# Features: motion energy (pymoten), streamed over the standardized video.
+# Features: motion energy (pymoten) and learned extractors (torch), streamed over the standardized video.
 
 
 rule motion_energy:
@@ -21,3 +21,100 @@ rule motion_energy:
         settings=config["features"]["motion_energy"],
     script:
         "../scripts/motion_energy.py"
+
+
+# Learned extractors (torch): streamed decode -> model -> HDF5, on the GPU when the
+# job sees one (bf16 autocast), else on the CPU (fp32, `threads`). Enable them in
+# config `features.extractors` or an encoding model's `features`.
+
+
+rule vit_features:
+    input:
+        video="results/video/{video}/standard.mp4",
+        code=lib("video", "features/runtime", "features/vit"),
+    output:
+        "results/features/vit/{video}.h5",
+    log:
+        "results/logs/vit/{video}.log",
+    benchmark:
+        "results/benchmarks/vit/{video}.tsv"
+    conda:
+        "../envs/features.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=120,
+        gpu=gpu_request(),
+    params:
+        settings=extractor_settings("vit"),
+    script:
+        "../scripts/vit_features.py"
+
+
+rule vivit_features:
+    input:
+        video="results/video/{video}/standard.mp4",
+        code=lib("video", "features/runtime", "features/vivit"),
+    output:
+        "results/features/vivit/{video}.h5",
+    log:
+        "results/logs/vivit/{video}.log",
+    benchmark:
+        "results/benchmarks/vivit/{video}.tsv"
+    conda:
+        "../envs/features.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=gpu_request(),
+    params:
+        settings=extractor_settings("vivit"),
+    script:
+        "../scripts/vivit_features.py"
+
+
+rule slowfast_features:
+    input:
+        video="results/video/{video}/standard.mp4",
+        code=lib("video", "features/runtime", "features/slowfast"),
+    output:
+        "results/features/slowfast/{video}.h5",
+    log:
+        "results/logs/slowfast/{video}.log",
+    benchmark:
+        "results/benchmarks/slowfast/{video}.tsv"
+    conda:
+        "../envs/features.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=gpu_request(),
+    params:
+        settings=extractor_settings("slowfast"),
+    script:
+        "../scripts/slowfast_features.py"
+
+
+rule qwen2vl_features:
+    input:
+        video="results/video/{video}/standard.mp4",
+        code=lib("video", "features/runtime", "features/qwen2vl"),
+    output:
+        "results/features/qwen2vl/{video}.h5",
+    log:
+        "results/logs/qwen2vl/{video}.log",
+    benchmark:
+        "results/benchmarks/qwen2vl/{video}.tsv"
+    conda:
+        "../envs/features.yaml"
+    threads: 2
+    resources:
+        mem_mb=24000,
+        runtime=480,
+        gpu=gpu_request(),
+    params:
+        settings=extractor_settings("qwen2vl"),
+    script:
+        "../scripts/qwen2vl_features.py"
