@@ -50,7 +50,7 @@ SCORES = ("neg_mse", "r2", "pearson")
 
 #: Targets per chunk when not given: large enough for efficient matrix products,
 #: small enough to keep the per-chunk buffers (a few x samples x chunk) modest.
-DEFAULT_CHUNK = 4096
+DEFAULT_CHUNK = 16384
 
 
 # --------------------------------------------------------------------------- backends
@@ -86,6 +86,20 @@ class NumpyBackend:
 
     def sqnorm_cols(self, a: np.ndarray) -> np.ndarray:
         return np.einsum("ij,ij->j", a, a)
+
+    def add_outer(self, a: np.ndarray, x: np.ndarray, y: np.ndarray, alpha: float) -> None:
+        """``a += alpha * outer(x, y)`` in place (BLAS ?ger: one pass over ``a``)."""
+        from scipy.linalg import blas
+
+        ger = blas.sger if a.dtype == np.float32 else blas.dger
+        # a is C-ordered (r x c): its transpose is a Fortran (c x r) array ger updates in place.
+        ger(
+            alpha,
+            y.astype(a.dtype, copy=False),
+            x.astype(a.dtype, copy=False),
+            a=a.T,
+            overwrite_a=True,
+        )
 
 
 class TorchBackend:
@@ -124,6 +138,9 @@ class TorchBackend:
 
     def sqnorm_cols(self, a: Any) -> Any:
         return (a * a).sum(0)
+
+    def add_outer(self, a: Any, x: Any, y: Any, alpha: float) -> None:
+        a.addr_(x.to(a.dtype), y.to(a.dtype), alpha=alpha)
 
 
 Backend = NumpyBackend | TorchBackend
@@ -306,19 +323,18 @@ def _chunk_stats(
     y_mean_t = (sy - sy_f) / n_t
     if basis.Zt is None:
         # Blocks route: V'S_t and V'S_f from the per-fold X'Y blocks.
-        VtS = basis.V.T @ S
-        VtSf = basis.V.T @ Sf
-        bt = VtS - VtSf - n_t * basis.Vx[:, None] * y_mean_t[None, :]
-        bv = (
-            VtSf
-            - basis.Vx[:, None] * sy_f[None, :]
-            - basis.Vsx[:, None] * y_mean_t[None, :]
-            + n_v * basis.Vx[:, None] * y_mean_t[None, :]
-        )
+        # The centring corrections are rank-one updates done in place (one pass each).
+        bt = basis.V.T @ S
+        bv = basis.V.T @ Sf
+        bt -= bv
+        be.add_outer(bt, basis.Vx, y_mean_t, -n_t)
+        be.add_outer(bv, basis.Vx, sy_f - n_v * y_mean_t, -1.0)
+        be.add_outer(bv, basis.Vsx, y_mean_t, -1.0)
     else:
         # Scores route: the principal scores of the training rows sum to zero.
         bt = basis.Zt.T @ _rows(be, Yc, basis.train)
-        bv = basis.Zv.T @ Yv - basis.a1[:, None] * y_mean_t[None, :]
+        bv = basis.Zv.T @ Yv
+        be.add_outer(bv, basis.a1, y_mean_t, -1.0)
     sum_yv = sy_f - n_v * y_mean_t
     ss_yv = syy_f - 2 * y_mean_t * sy_f + n_v * y_mean_t * y_mean_t
     ss_own = syy_f - sy_f * sy_f / n_v
@@ -339,8 +355,10 @@ def _fold_scores(
         sum_hat = be.to_numpy((Gb * basis.a1[None, :]) @ st.bt).astype(np.float64)
         sum_yv = be.to_numpy(st.sum_yv).astype(np.float64)
     for j in range(len(alphas)):
-        q = Gb[j][:, None] * st.bt
-        fq = be.upper_matmul(basis.factor, q) if basis.factor_upper else basis.factor @ q
+        # ||Xv V diag(g) bt||^2 = ||F diag(g) bt||^2: scaling F's columns (r x r) instead of
+        # bt (r x c) keeps F triangular and saves a pass over the chunk.
+        scaled = basis.factor * Gb[j][None, :]
+        fq = be.upper_matmul(scaled, st.bt) if basis.factor_upper else scaled @ st.bt
         quad = be.to_numpy(be.sqnorm_cols(fq)).astype(np.float64)  # ||yhat||^2
         sse = ss_yv - 2.0 * cross[j] + quad
         if score == "neg_mse":
@@ -456,7 +474,11 @@ def ridge_cv(
             if dual
             else [_rows(be, Xc_be, b.test).T @ Yv for b, Yv in zip(bases, Yvs, strict=True)]
         )
-        S = None if dual else sum(Sfs[1:], Sfs[0])
+        S = None
+        if not dual:
+            S = Sfs[0].clone() if be.name == "torch" else Sfs[0].copy()
+            for Sf in Sfs[1:]:
+                S += Sf
         scores = np.zeros((len(alphas), Yc.shape[1]))
         for basis, Yv, Sf in zip(bases, Yvs, Sfs, strict=True):
             st = _chunk_stats(be, basis, Yc, Yv, Sf, S, sy)
@@ -467,10 +489,12 @@ def ridge_cv(
         best_alpha[cols] = alphas[best]
         # Refit on all rows: beta = V diag(1 / (lam + alpha_t)) V' X'Y, per target alpha.
         b_all = V_all_be.T @ (S if S is not None else Xc_be.T @ Yc)
-        G = be.asarray(1.0 / (lam_all[:, None] + alphas[best][None, :]))
-        beta = be.to_numpy(V_all_be @ (G * b_all))
+        # Each target's column of 1 / (lam + alpha): gathered from the small [r, n_alphas] table.
+        table = be.asarray(1.0 / (lam_all[:, None] + alphas[None, :]))
+        b_all *= table[:, be.asarray(best, dtype=np.int64) if be.name == "torch" else best]
+        beta = be.to_numpy(V_all_be @ b_all)
         coef[:, cols] = beta
-        intercept[cols] = y_mean - x_mean @ beta.astype(np.float64)
+        intercept[cols] = y_mean - (beta.T @ x_mean.astype(beta.dtype)).astype(np.float64)
     return RidgeCVResult(
         coef=coef,
         intercept=intercept,
