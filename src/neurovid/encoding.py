@@ -100,13 +100,17 @@ def leave_one_run_out(run_lengths: Sequence[int]) -> Splits:
     Runs are stacked in the given order; fold ``k`` tests on run ``k`` and
     trains on all the others (indices sorted ascending).
     """
-    bounds = np.concatenate([[0], np.cumsum(run_lengths)]).astype(np.int64)
-    total = int(bounds[-1])
+    return _held_out_splits(run_lengths, [[k] for k in range(len(run_lengths))])
+
+
+def _held_out_splits(lengths: Sequence[int], groups: Sequence[Sequence[int]]) -> Splits:
+    """One split per group of runs (stacked in order): test on its rows, train on the rest."""
+    bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    everything = np.arange(int(bounds[-1]))
     splits: Splits = []
-    for k in range(len(run_lengths)):
-        test = np.arange(bounds[k], bounds[k + 1])
-        train = np.concatenate([np.arange(0, bounds[k]), np.arange(bounds[k + 1], total)])
-        splits.append((train, test))
+    for group in groups:
+        test = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in sorted(group)])
+        splits.append((np.setdiff1d(everything, test), test))
     return splits
 
 
@@ -604,14 +608,7 @@ def group_splits(lengths: Sequence[int], groups: Sequence[Sequence[int]]) -> Spl
     """
     if len(groups) < 2:
         return inner_splits(lengths)
-    bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    total = int(bounds[-1])
-    splits: Splits = []
-    for group in groups:
-        test = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in sorted(group)])
-        train = np.setdiff1d(np.arange(total), test)
-        splits.append((train, test))
-    return splits
+    return _held_out_splits(lengths, groups)
 
 
 def subject_ev(Y_runs: Sequence[np.ndarray], groups: Sequence[Sequence[int]]) -> np.ndarray | None:

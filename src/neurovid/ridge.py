@@ -206,7 +206,6 @@ class _Basis:
     train: np.ndarray  # training rows
     lam: np.ndarray  # [r] eigenvalues of the centred training Gram (float64)
     V: Any  # [p, r] backend array
-    x_mean_t: np.ndarray  # [p] training feature means (float64)
     factor: Any  # [r, r] upper-triangular L' (or dense [q, r]) with ||factor q||^2 = ||Xv V q||^2
     factor_upper: bool
     a1: Any  # [r] V' sum over validation rows of (x - x_mean_t)
@@ -242,6 +241,21 @@ def _psd_factor(H: np.ndarray) -> tuple[np.ndarray, bool]:
         return np.ascontiguousarray((W[:, keep] * np.sqrt(mu[keep])).T), False
 
 
+def _decompose(Xc: np.ndarray, dual: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``Xc'Xc = V diag(lam) V'`` of a centred design (a fold's training rows, or all rows).
+
+    Primal: eigen-decomposition of the Gram matrix. Dual (more features than rows):
+    of the kernel ``Xc Xc' = U diag(lam) U'``, with ``V = Xc' U / sqrt(lam)`` spanning
+    the row space (zero eigenvalues dropped).
+    """
+    if not dual:
+        return _eig_psd(Xc.T @ Xc)
+    lam_k, U = _eig_psd(Xc @ Xc.T)
+    keep = lam_k > lam_k.max(initial=0.0) * len(lam_k) * np.finfo(np.float64).eps
+    lam, U = lam_k[keep], U[:, keep]
+    return lam, (Xc.T @ U) / np.sqrt(lam)
+
+
 def _basis(be: Backend, X: np.ndarray, test: np.ndarray, dual: bool) -> _Basis:
     """Decompose the centred training design of one fold (X is globally centred, float64 ok)."""
     n = X.shape[0]
@@ -252,14 +266,7 @@ def _basis(be: Backend, X: np.ndarray, test: np.ndarray, dual: bool) -> _Basis:
     x_mean_t = np.asarray(Xt, dtype=np.float64).mean(axis=0)
     Xtc = np.asarray(Xt, dtype=np.float64) - x_mean_t
     Xvc = np.asarray(Xv, dtype=np.float64) - x_mean_t
-    if not dual:
-        lam, V = _eig_psd(Xtc.T @ Xtc)
-    else:
-        # Kernel form: Xtc Xtc' = U diag(lam) U'; V = Xtc' U / sqrt(lam) spans the row space.
-        lam_k, U = _eig_psd(Xtc @ Xtc.T)
-        keep = lam_k > lam_k.max(initial=0.0) * len(lam_k) * np.finfo(np.float64).eps
-        lam, U = lam_k[keep], U[:, keep]
-        V = (Xtc.T @ U) / np.sqrt(lam)
+    lam, V = _decompose(Xtc, dual)
     Av = Xvc @ V
     factor, upper = _psd_factor(Av.T @ Av)
     sx_v = np.asarray(Xv, dtype=np.float64).sum(axis=0)
@@ -268,7 +275,6 @@ def _basis(be: Backend, X: np.ndarray, test: np.ndarray, dual: bool) -> _Basis:
         train=train,
         lam=lam,
         V=be.asarray(V),
-        x_mean_t=x_mean_t,
         factor=be.asarray(factor),
         factor_upper=upper,
         a1=be.asarray(Av.sum(axis=0)),
@@ -302,7 +308,6 @@ class _ChunkStats:
 
     bt: Any  # [r, c]
     bv: Any  # [r, c]
-    y_mean_t: Any  # [c]
     sum_yv: Any  # [c] sum over validation rows of (y - y_mean_t)
     ss_yv: Any  # [c] sum of squares of (y - y_mean_t) over validation rows
     ss_yv_own: Any  # [c] sum of squares around the validation rows' own mean
@@ -338,7 +343,7 @@ def _chunk_stats(
     sum_yv = sy_f - n_v * y_mean_t
     ss_yv = syy_f - 2 * y_mean_t * sy_f + n_v * y_mean_t * y_mean_t
     ss_own = syy_f - sy_f * sy_f / n_v
-    return _ChunkStats(bt, bv, y_mean_t, sum_yv, ss_yv, ss_own)
+    return _ChunkStats(bt, bv, sum_yv, ss_yv, ss_own)
 
 
 def _fold_scores(
@@ -351,6 +356,8 @@ def _fold_scores(
     cross = be.to_numpy(Gb @ (st.bt * st.bv)).astype(np.float64)  # <yhat, yv>
     out = np.empty((len(alphas), st.bt.shape[1]))
     ss_yv = be.to_numpy(st.ss_yv).astype(np.float64)
+    if score == "r2":
+        ss_own = be.to_numpy(st.ss_yv_own).astype(np.float64)
     if score == "pearson":
         sum_hat = be.to_numpy((Gb * basis.a1[None, :]) @ st.bt).astype(np.float64)
         sum_yv = be.to_numpy(st.sum_yv).astype(np.float64)
@@ -364,7 +371,6 @@ def _fold_scores(
         if score == "neg_mse":
             out[j] = -sse / n_v
         elif score == "r2":
-            ss_own = be.to_numpy(st.ss_yv_own).astype(np.float64)
             with np.errstate(divide="ignore", invalid="ignore"):
                 out[j] = np.where(ss_own > 0, 1.0 - sse / ss_own, 0.0)
         else:
@@ -453,7 +459,7 @@ def ridge_cv(
     x_mean = X.mean(axis=0, dtype=np.float64)
     Xc = X.astype(np.float64) - x_mean
     bases = [_basis(be, Xc, f, dual) for f in folds]
-    lam_all, V_all = _full_basis(Xc, dual)
+    lam_all, V_all = _decompose(Xc, dual)
     Xc_be = be.asarray(Xc)
     V_all_be = be.asarray(V_all)
 
@@ -511,16 +517,6 @@ def _rows(be: Backend, A: Any, idx: np.ndarray) -> Any:
     if len(idx) and idx[-1] - idx[0] + 1 == len(idx):
         return A[int(idx[0]) : int(idx[-1]) + 1]
     return A[be.asarray(idx, dtype=np.int64)] if be.name == "torch" else A[idx]
-
-
-def _full_basis(Xc: np.ndarray, dual: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Eigen-decomposition of the centred design of all rows (for the refit)."""
-    if not dual:
-        return _eig_psd(Xc.T @ Xc)
-    lam_k, U = _eig_psd(Xc @ Xc.T)
-    keep = lam_k > lam_k.max(initial=0.0) * len(lam_k) * np.finfo(np.float64).eps
-    lam, U = lam_k[keep], U[:, keep]
-    return lam, (Xc.T @ U) / np.sqrt(lam)
 
 
 # --------------------------------------------------------------------------- banded ridge
