@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 from neurovid.errors import InputError
-from neurovid.io import PathLike, _attr_value, atomic_path
+from neurovid.io import PathLike, _attr_value, atomic_path, provenance
+from neurovid.logs import script_logger
 from neurovid.video import iter_frames
 
 log = logging.getLogger(__name__)
@@ -574,6 +575,27 @@ def weights_revision(model: str, loaded: Any) -> str:
 def torch_versions() -> tuple[str, ...]:
     """Packages whose versions go into a learned extractor's provenance."""
     return ("torch", "torchvision", "transformers", "pytorchvideo", "av", "h5py")
+
+
+def run_rule(smk: Any, name: str, extract: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """Body of a learned extractor's Snakemake script: ``extract(video, output, **settings)``.
+
+    Logs to the rule's log, records the settings, input and versions as provenance,
+    and runs with the rule's threads. Returns the attributes written.
+    """
+    log = script_logger(smk, name)
+    settings = dict(smk.params.settings)
+    record = provenance(name, settings, {"video": smk.input.video}, torch_versions())
+    attrs = extract(
+        smk.input.video,
+        smk.output[0],
+        **settings,
+        threads=smk.threads,
+        extra_attrs={"provenance": record},
+        log=log,
+    )
+    log.info("wrote %s (%s, %s)", smk.output[0], attrs["model_id"], attrs["dtype"])
+    return attrs
 
 
 def from_pretrained(loader: Callable[..., Any], model: str, field: str, **kwargs: Any) -> Any:
