@@ -14,6 +14,10 @@ include: "rules/neural.smk"
 include: "rules/encoding.smk"
 include: "rules/stats.smk"
 include: "rules/figures.smk"
+include: "rules/pose.smk"
+include: "rules/behavior.smk"
+include: "rules/deep.smk"
+include: "rules/retina.smk"
 
 
 report: "report/workflow.rst"

@@ -2,7 +2,9 @@
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import pandas as pd
 from snakemake.utils import min_version, validate
 
 # The neurovid library of this checkout runs every job, whatever its software
@@ -28,6 +30,8 @@ RECORDINGS = sheets.load_recordings(
 )
 SUBJECT_RUNS = sheets.subject_runs(RECORDINGS)
 MODELS = config["encoding"]["models"]
+# Estimators fit by neurovid.deep with checkpoints (rule encode_trained).
+TRAINED_ESTIMATORS = ("lstm",)
 
 
 wildcard_constraints:
@@ -46,6 +50,17 @@ def lib(*modules):
     return [str(src / f"{name}.py") for name in ("io", *modules)]
 
 
+def estimator(model):
+    return MODELS[model]["estimator"]
+
+
+def model_choice(kind):
+    """Regex for the `model` wildcard: the `linear` models or the `trained` (deep) ones."""
+    trained = kind == "trained"
+    names = [m for m in MODELS if (estimator(m) in TRAINED_ESTIMATORS) == trained]
+    return "|".join(names) if names else "(?!)"  # (?!) matches nothing
+
+
 def gpu_request():
     """GPUs a GPU-capable job requests (the `gpu` resource): 1, or 0 with `gpu: false` in the config.
 
@@ -61,12 +76,16 @@ def extractor_settings(name):
     return config["features"].get(name, {})
 
 
+def stimulus_videos():
+    return [v for v in VIDEOS.index if VIDEOS.at[v, "kind"] == "stimulus"]
+
+
 def feature_targets():
-    """Features files of `features.extractors` for every video of the sheet."""
+    """Features files of `features.extractors` for every stimulus video of the sheet."""
     return expand(
         "results/features/{extractor}/{video}.h5",
         extractor=config["features"]["extractors"],
-        video=VIDEOS.index,
+        video=stimulus_videos(),
     )
 
 
@@ -86,6 +105,11 @@ def model_subjects(model):
     """Subjects a model is fit on: those whose modality the model lists."""
     wanted = set(MODELS[model]["modalities"])
     return [s for s in SUBJECT_RUNS if subject_modality(s) in wanted]
+
+
+def model_subject_pairs():
+    """(model, subject) of every encoding model fit, in config then sheet order."""
+    return [(model, subject) for model in MODELS for subject in model_subjects(model)]
 
 
 def fmri_subjects(model):
@@ -147,6 +171,253 @@ def all_targets():
                 f"results/figures/{model}/surface.png",
                 f"results/figures/{model}/glass_brain.png",
             ]
+    if model_subject_pairs():
+        targets.append("results/figures/model_comparison.png")
+    targets += behavior_targets()
+    targets += retina_targets()
+    if sensorium_mice():
+        targets.append("results/deep/sensorium/summary.json")
     if config["video"]["frames"]:
         targets += expand("results/video/{video}/frames", video=VIDEOS.index)
     return targets
+
+
+# ---------------------------------------------------------------- behavior stage
+
+
+def behavior_videos():
+    return [v for v in VIDEOS.index if VIDEOS.at[v, "kind"] == "behavior"]
+
+
+def sheet_value(video, column):
+    """A videos-sheet cell, or None when the column is absent or the cell empty."""
+    if column not in VIDEOS.columns:
+        return None
+    value = VIDEOS.at[video, column]
+    return None if pd.isna(value) else value
+
+
+def sheet_geometry(video):
+    """Pixel -> cm scale and arena placement columns of a behavior video (None when empty)."""
+    columns = ("arena_cm", "arena_px", "arena_x0_px", "arena_y0_px")
+    return {
+        c: sheet_value(video, c) for c in (*columns, "reference_cm", "reference_px")
+    }
+
+
+def pose_file(wildcards):
+    """The sheet's `pose` file (e.g. DeepLabCut output made elsewhere), else DeepLabCut's here."""
+    return sheet_value(wildcards.video, "pose") or f"results/pose/{wildcards.video}.h5"
+
+
+def annotations_of(video):
+    return sheet_value(video, "annotations")
+
+
+def local_model(model):
+    """A model made by this workflow (results/...) is an input; hub ids and other folders are not."""
+    return [model] if str(model).startswith("results/") else []
+
+
+def classifier_frames():
+    frames = config["behavior"]["classifier"]["frames"]
+    return frames or "results/behavior/classifier/frames"
+
+
+def _annotated_inputs(videos):
+    return {
+        "videos": [video_path(SimpleNamespace(video=v)) for v in videos],
+        "annotations": [annotations_of(v) for v in videos],
+        "probes": [f"results/video/{v}/probe.json" for v in videos],
+    }
+
+
+def labeled_frames_inputs(wildcards):
+    return _annotated_inputs(config["behavior"]["classifier"]["frames_from"])
+
+
+def action_training_inputs(wildcards):
+    videos = config["behavior"]["actions"]["train_videos"]
+    return {
+        **_annotated_inputs(videos),
+        "poses": [pose_file(SimpleNamespace(video=v)) for v in videos],
+    }
+
+
+def held_out_videos():
+    """Annotated behavior videos not used to train the action localizer: scored against truth."""
+    train = set(config["behavior"]["actions"]["train_videos"])
+    return [v for v in behavior_videos() if annotations_of(v) and v not in train]
+
+
+def evaluation_inputs(wildcards):
+    videos = held_out_videos()
+    return {
+        "segments": [f"results/behavior/{v}.segments.csv" for v in videos],
+        "annotations": [annotations_of(v) for v in videos],
+        "probes": [f"results/video/{v}/probe.json" for v in videos],
+    }
+
+
+def behavior_figure_inputs(wildcards):
+    v = wildcards.video
+    inputs = {
+        "probe": f"results/video/{v}/probe.json",
+        "kinematics": f"results/kinematics/{v}.csv",
+        "kinematics_summary": f"results/kinematics/{v}.json",
+        "frames": f"results/behavior/{v}.frames.csv",
+        "segments": f"results/behavior/{v}.segments.csv",
+    }
+    if annotations_of(v):
+        inputs["annotations"] = annotations_of(v)
+    return inputs
+
+
+def behavior_targets():
+    videos = behavior_videos()
+    if not videos:
+        return []
+    targets = expand(
+        "results/figures/behavior/{video}/{figure}.png",
+        video=videos,
+        figure=["ethogram", "trajectory", "speed", "segments"],
+    )
+    targets.append("results/figures/behavior/confusion.png")
+    if held_out_videos():
+        targets.append("results/behavior/evaluation.tsv")
+    return targets
+
+
+# ---------------------------------------------------------------- deep encoders (rules/deep.smk, rules/retina.smk)
+
+
+def sensorium_settings():
+    """Config section deep.sensorium (the ViViT + (q)LoRA mouse encoder); {} when absent."""
+    return config.get("deep", {}).get("sensorium", {})
+
+
+def sensorium_subjects():
+    """neurovid subjects of deep.sensorium, checked against recordings.tsv (spikes/calcium only)."""
+    subjects = list(sensorium_settings().get("subjects", []))
+    for subject in subjects:
+        if subject not in SUBJECT_RUNS or subject_modality(subject) == "fmri":
+            raise ValueError(
+                f"config deep.sensorium.subjects: {subject!r} is not a spikes/calcium subject of "
+                "the recordings sheet. Fix: list subjects whose runs are spikes or calcium."
+            )
+    return subjects
+
+
+def sensorium_mice():
+    """Mouse ids of the Sensorium encoder: its Sensorium folders, then its neurovid subjects."""
+    return [*sensorium_settings().get("folders", {}), *sensorium_subjects()]
+
+
+def sensorium_runs():
+    """Per neurovid subject: each run's id, stimulus timeline, responses and video files."""
+    return {
+        subject: [
+            {
+                "recording": run,
+                "stimulus": ";".join(
+                    f"{e.video_id}@{e.onset:g}" for e in RECORDINGS.at[run, "timeline"]
+                ),
+                "responses": f"results/neural/{run}.h5",
+                "videos": {
+                    v: f"results/video/{v}/standard.mp4" for v in timeline_videos(run)
+                },
+            }
+            for run in SUBJECT_RUNS[subject]
+        ]
+        for subject in sensorium_subjects()
+    }
+
+
+def sensorium_inputs(wildcards):
+    """Inputs of train_sensorium: Sensorium tier files, the subjects' responses and videos."""
+    runs = [run for s in sensorium_subjects() for run in SUBJECT_RUNS[s]]
+    folders = sensorium_settings().get("folders", {}).values()
+    return {
+        "tiers": [str(Path(f) / "meta" / "trials" / "tiers.npy") for f in folders],
+        "responses": expand("results/neural/{recording}.h5", recording=runs),
+        "videos": sorted(
+            {
+                f"results/video/{v}/standard.mp4"
+                for r in runs
+                for v in timeline_videos(r)
+            }
+        ),
+    }
+
+
+def retina_config():
+    """Config of the Vi-ST retina model (`deep.retina`); {} when the section is absent."""
+    return config.get("deep", {}).get("retina", {})
+
+
+def retina_movies(wildcards):
+    """Video ids of a retina experiment, in config order."""
+    return list(retina_config()["experiments"][wildcards.experiment])
+
+
+def retina_features(wildcards):
+    extractor = retina_config().get("extractor", "vit")
+    return [f"results/features/{extractor}/{v}.h5" for v in retina_movies(wildcards)]
+
+
+def retina_responses(wildcards):
+    """Responses files (trials x time x cells) of the experiment's movies, same order."""
+    return list(retina_config()["experiments"][wildcards.experiment].values())
+
+
+def retina_targets():
+    """Every experiment's scores (+ cross-video table when it has two or more movies)."""
+    section = retina_config()
+    targets = []
+    for name, movies in section.get("experiments", {}).items():
+        targets.append(f"results/deep/retina/{name}/scores.tsv")
+        if section.get("cross_video", True) and len(movies) >= 2:
+            targets.append(f"results/deep/retina/{name}/cross_video.tsv")
+    return targets
+
+
+# ---------------------------------------------------------------- pose (rules/pose.smk)
+
+
+def pose_settings():
+    """Config section `pose` (DeepLabCut). Pose runs only when `pose.project` is set."""
+    return config.get("pose") or {}
+
+
+def pose_enabled():
+    return bool(pose_settings().get("project"))
+
+
+def pose_training():
+    return pose_enabled() and bool((pose_settings().get("train") or {}).get("enabled"))
+
+
+def pose_source():
+    """The user's DeepLabCut project (config.yaml or folder); [] while pose is off."""
+    return pose_settings().get("project") or []
+
+
+def pose_labels():
+    """The project's labelled frames (CollectedData_*.h5): editing labels re-trains."""
+    if not pose_enabled():
+        return []
+    project = Path(pose_settings()["project"])
+    folder = project if project.is_dir() else project.parent
+    return sorted(str(p) for p in folder.glob("labeled-data/*/CollectedData_*.h5"))
+
+
+def pose_model():
+    """Model input of `pose`. With training on, pose_train's marker; else the project."""
+    return "results/pose/model/trained.json" if pose_training() else pose_source()
+
+
+def pose_video(wildcards):
+    """Video `pose` analyses: the sheet's original (default) or the standardized one (pose.video)."""
+    if pose_settings().get("video", "original") == "original":
+        return VIDEOS.at[wildcards.video, "path"]
+    return f"results/video/{wildcards.video}/standard.mp4"

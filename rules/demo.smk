@@ -127,3 +127,43 @@ rule demo_mouse_run:
         seed=lambda wc: [config["demo"]["seed"], wc.recording],
     script:
         "../scripts/demo_mouse_run.py"
+
+
+rule demo_behavior:
+    input:
+        code=lib("demo/behavior"),
+    output:
+        video="results/demo/behavior/{session}.mp4",
+        pose="results/demo/behavior/{session}.pose.h5",
+        pose_csv="results/demo/behavior/{session}.pose.csv",
+        annotations="results/demo/behavior/{session}.annotations.csv",
+        truth="results/demo/behavior/{session}.truth.h5",
+    log:
+        "results/logs/demo/behavior_{session}.log",
+    wildcard_constraints:
+        session="|".join(config["demo"].get("behavior", {})) or "(?!)",
+    conda:
+        "../envs/behavior.yaml"
+    resources:
+        runtime=10,
+    params:
+        session=lambda wc: config["demo"]["behavior"][wc.session],
+    script:
+        "../scripts/demo_behavior.py"
+
+
+# Tiny random-weight models for the demo's behavior stage (no downloads offline).
+rule demo_models:
+    input:
+        code=lib("demo/models"),
+    output:
+        vit=directory("results/demo/models/vit-tiny"),
+        qwen2vl=directory("results/demo/models/qwen2vl-tiny"),
+    log:
+        "results/logs/demo/models.log",
+    conda:
+        "../envs/behavior.yaml"
+    params:
+        seed=config["demo"]["seed"],
+    script:
+        "../scripts/demo_models.py"

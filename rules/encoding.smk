@@ -22,6 +22,8 @@ rule encode:
         "results/logs/encode/{model}/{subject}.log",
     benchmark:
         "results/benchmarks/encode/{model}/{subject}.tsv"
+    wildcard_constraints:
+        model=model_choice("linear"),
     conda:
         "../envs/encoding.yaml"
     threads: 2
@@ -43,6 +45,54 @@ rule encode:
         seed=config["seed"],
     script:
         "../scripts/encode.py"
+
+
+# Trained sequence models (estimator: lstm): the same CV, scores and files, plus each
+# fold's checkpoints, metrics.csv per epoch and loss curve under training/. A job that
+# is interrupted resumes from training.partial/ (kept, not an output) when re-run.
+rule encode_trained:
+    input:
+        responses=lambda wc: expand(
+            "results/neural/{recording}.h5", recording=subject_recordings(wc)
+        ),
+        features=lambda wc: expand(
+            "results/aligned/{extractor}/{recording}.h5",
+            extractor=MODELS[wc.model]["features"],
+            recording=subject_recordings(wc),
+        ),
+        code=lib("align", "encoding", "deep/training", "deep/lstm", "plots"),
+    output:
+        scores="results/encoding/{model}/{subject}/scores.h5",
+        table="results/encoding/{model}/{subject}/scores.tsv",
+        metrics="results/encoding/{model}/{subject}/metrics.tsv",
+        predictions="results/encoding/{model}/{subject}/predictions.h5",
+        weights="results/encoding/{model}/{subject}/weights.h5",
+        training=directory("results/encoding/{model}/{subject}/training"),
+    log:
+        "results/logs/encode/{model}/{subject}.log",
+    benchmark:
+        "results/benchmarks/encode/{model}/{subject}.tsv"
+    wildcard_constraints:
+        model=model_choice("trained"),
+    conda:
+        "../envs/deep.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=gpu_request(),
+    params:
+        model=lambda wc: MODELS[wc.model],
+        model_name=lambda wc: wc.model,
+        subject=lambda wc: wc.subject,
+        runs=subject_recordings,
+        stimuli=stimulus_keys,
+        delays=lambda wc: config["encoding"]["delays"][subject_modality(wc.subject)],
+        zscore_runs=config["neural"]["zscore_runs"],
+        top_targets=config["encoding"]["top_targets"],
+        seed=config["seed"],
+    script:
+        "../scripts/encode_trained.py"
 
 
 rule score_maps:

@@ -105,3 +105,30 @@ rule figure_traces:
         seconds=config["figures"]["traces_seconds"],
     script:
         "../scripts/figure_traces.py"
+
+
+rule figure_model_comparison:
+    input:
+        scores=[
+            f"results/encoding/{model}/{subject}/scores.h5"
+            for model, subject in model_subject_pairs()
+        ],
+        code=lib("plots"),
+    output:
+        report(
+            "results/figures/model_comparison.png",
+            category="Model comparison",
+            caption="../report/model_comparison.rst",
+        ),
+    log:
+        "results/logs/figures/model_comparison.log",
+    conda:
+        "../envs/figures.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        models=[model for model, _ in model_subject_pairs()],
+        subjects=[subject for _, subject in model_subject_pairs()],
+    script:
+        "../scripts/figure_model_comparison.py"

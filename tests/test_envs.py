@@ -1,5 +1,6 @@
 """Per-stage software environments: every rule has one, it provides what the rule imports,
-and its pins agree with the stage's pip extra in pyproject.toml and with constraints.txt.
+and its pins agree with the stage's pip extra in pyproject.toml and with constraints.txt
+(the pose stage: constraints-pose.txt, its own env because DeepLabCut needs pandas<3).
 
 The envs cannot be built here (no conda-forge), so these static checks guard them.
 They read every rule's ``conda:`` and ``script:``, follow the script's imports
@@ -27,7 +28,17 @@ SRC = REPO / "src"
 # Not stage packages: the interpreter and its installer.
 TOOLS = {"python", "pip"}
 # conda-forge names that differ from the PyPI name.
-CONDA_TO_PIP = {"pytorch": "torch", "matplotlib-base": "matplotlib", "py-opencv": "opencv-python"}
+CONDA_TO_PIP = {
+    "pytorch": "torch",
+    "matplotlib-base": "matplotlib",
+    "py-opencv": "opencv-python",
+    "pytables": "tables",
+}
+# Stages whose env cannot share constraints.txt, and their own constraints file.
+# pose: DeepLabCut 3.0.2 needs pandas<3 and filelock<3.16; the other stages run pandas 3.
+OWN_CONSTRAINTS = {"pose": "constraints-pose.txt"}
+# The only pins an own constraints file may change from constraints.txt.
+OWN_CONSTRAINTS_DIFFER = {"pose": {"pandas", "filelock"}}
 # Import names of packages that may not be installed where the tests run.
 IMPORT_TO_DIST = {"torch": "torch", "torchvision": "torchvision", "transformers": "transformers"}
 
@@ -144,9 +155,9 @@ def pyproject() -> dict:
     return tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
-def constraints() -> dict[str, str]:
+def constraints(name: str = "constraints.txt") -> dict[str, str]:
     pins = {}
-    for line in (REPO / "constraints.txt").read_text().splitlines():
+    for line in (REPO / name).read_text().splitlines():
         line = line.split("#")[0].strip()
         if "==" in line:
             name, version = line.split("==")
@@ -213,9 +224,23 @@ def test_env_pins_agree_with_the_stage_extra_and_the_constraints(env_file: Path)
         assert len(specifiers) == 1 and specifiers[0].operator == "==", f"unpinned: {line}"
         extra[normalize(requirement.name)] = specifiers[0].version
     assert pins == extra, f"{env_file.name} vs pyproject [{env_file.stem}]"
-    pinned = constraints()
+    constraints_file = OWN_CONSTRAINTS.get(env_file.stem, "constraints.txt")
+    pinned = constraints(constraints_file)
     for name, version in pins.items():
-        assert pinned.get(name) == version, f"{env_file.name}: {name} {version} vs constraints.txt"
+        assert pinned.get(name) == version, (
+            f"{env_file.name}: {name} {version} vs {constraints_file}"
+        )
+
+
+@pytest.mark.parametrize("stage", sorted(OWN_CONSTRAINTS))
+def test_own_constraints_change_only_what_the_stage_needs(stage: str) -> None:
+    # Packages both files pin keep the main version (same numpy, h5py, torch, snakemake
+    # in every env), except the few the stage's tool needs otherwise.
+    main, own = constraints(), constraints(OWN_CONSTRAINTS[stage])
+    changed = {name for name in main.keys() & own.keys() if main[name] != own[name]}
+    assert changed == OWN_CONSTRAINTS_DIFFER[stage], {n: (main[n], own[n]) for n in changed}
+    base = {normalize(Requirement(r).name) for r in pyproject()["project"]["dependencies"]}
+    assert base <= own.keys(), f"{OWN_CONSTRAINTS[stage]} lacks {sorted(base - own.keys())}"
 
 
 def test_env_files_use_conda_forge_and_python_311() -> None:

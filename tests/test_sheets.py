@@ -31,7 +31,20 @@ def test_demo_sheets_load(repo: Path, schemas: Path) -> None:
     recordings = load_recordings(
         repo / "demo/recordings.tsv", schemas / "recordings.schema.yaml", videos, workdir=repo
     )
-    assert list(videos.index) == ["bigbuckbunny", "bikes", "gen01", "gen02", "gen03", "gen04"]
+    assert list(videos.index) == [
+        "bigbuckbunny",
+        "bikes",
+        "gen01",
+        "gen02",
+        "gen03",
+        "gen04",
+        "openfield-1",
+        "openfield-2",
+    ]
+    assert set(videos.loc[videos["kind"] == "behavior", "pose"]) == {
+        "results/demo/behavior/openfield-1.pose.h5",
+        "results/demo/behavior/openfield-2.pose.h5",
+    }
     assert len(recordings) == 20  # mouse-*_run-4 repeat run-3 (noise ceiling)
     assert recordings.at["sub-01_run-1", "timeline"] == [
         StimulusEvent("bigbuckbunny", 0.0),
@@ -167,3 +180,20 @@ def test_parse_stimulus() -> None:
     ]
     with pytest.raises(ValueError, match="names no video"):
         parse_stimulus(" ; ")
+
+
+def test_missing_annotations_file_is_named_with_its_column(
+    tmp_path: Path, schemas: Path, video_file: Path
+) -> None:
+    clip = video_file
+    sheet = write(
+        tmp_path / "behavior.tsv",
+        [
+            ["video_id", "path", "kind", "annotations", "pose"],
+            ["b1", str(clip), "behavior", "labels/b1.csv", ""],
+        ],
+    )
+    with pytest.raises(InputError) as err:
+        load_videos(sheet, schemas / "videos.schema.yaml", workdir=tmp_path)
+    assert "row 2 (video_id='b1'): file 'labels/b1.csv' does not exist" in str(err.value)
+    assert "[annotations]" in str(err.value)

@@ -26,6 +26,11 @@ himalaya) and the SlowFast fMRI study:
   leave-one-repeat-group-out) CV over the training runs (negative mean squared
   error averaged over inner folds, himalaya's criterion); with a single
   training run the inner CV uses its two contiguous halves instead.
+  ``lstm`` is a trained sequence model on the same per-fold PCA scores (FIR
+  delays optional), given as a ``trainer`` (:class:`neurovid.deep.lstm.LSTMTrainer`;
+  this module does not import torch), early-stopped on an inner validation group
+  of the training runs; its checkpoints and per-epoch metrics go to
+  ``train_dir/fold-K`` (and ``train_dir/final`` for the refit).
 * **Scores**: Pearson r and R² of each target on each held-out run (mean over
   the runs of a fold); the overall score of a target is the mean over folds.
 * **Noise ceiling**: with repeated stimuli, the explainable variance of each
@@ -80,6 +85,8 @@ Run = tuple[str, np.ndarray, np.ndarray]
 Splits = list[tuple[np.ndarray, np.ndarray]]
 
 ESTIMATORS = ("ridge", "banded_ridge", "lasso")
+#: Trained sequence models (:mod:`neurovid.deep`), fit through the same CV and scores.
+DEEP_ESTIMATORS = ("lstm",)
 
 #: Coordinate-descent epochs per LASSO fit (see :func:`fit_lasso_cv`); a model's
 #: config may override it with ``max_iter``.
@@ -467,6 +474,10 @@ class EncodingResult:
     gamma: np.ndarray | None = None  # [n_spaces, N] final refit
     ev: np.ndarray | None = None  # [N] explainable variance from repeats (None: no repeats)
     repeat_folds: list[int] = field(default_factory=list)  # folds whose runs are repeats
+    # Trained estimators (lstm): per fold (then the final refit) best_epoch, epochs_run, ...
+    fold_training: list[dict[str, Any]] = field(default_factory=list)
+    model_arrays: dict[str, np.ndarray] = field(default_factory=dict)  # final model's parameters
+    weights_layout: str = ""  # how weights.h5 predicts, when not the linear layout
 
     @property
     def r(self) -> np.ndarray:
@@ -642,6 +653,8 @@ def encode_subject(
     n_iter: int = BANDED_N_ITER,
     seed: int = 0,
     log: logging.Logger | None = None,
+    trainer: Any = None,
+    train_dir: io.PathLike | None = None,
 ) -> EncodingResult:
     """Fit and cross-validate one subject's encoding model (see module docstring).
 
@@ -659,15 +672,30 @@ def encode_subject(
             column order of X; PCA and a regularisation per space.
         n_iter, seed: banded ridge's search over space weightings.
         log: progress logger (fold k/F and seconds).
+        trainer: ``estimator: lstm``: an object with ``fir_delays`` (bool),
+            ``weights_layout`` (str) and ``fit(designs, Y_runs, inner_groups, out_dir,
+            title, log)`` returning a fit with ``predict(X)``, ``state_arrays()``,
+            ``training`` (a TrainResult) and ``loss`` (:class:`neurovid.deep.lstm.LSTMTrainer`).
+        train_dir: ``estimator: lstm``: checkpoints, metrics.csv and loss curve of
+            fold ``k`` (1-based) go to ``train_dir/fold-k``, the refit's to ``train_dir/final``.
 
     Raises:
         InputError: fewer than 2 runs, or runs whose shapes disagree.
     """
     log = log or _log
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator!r}; use one of {ESTIMATORS}")
+    if estimator not in ESTIMATORS + DEEP_ESTIMATORS:
+        raise ValueError(
+            f"unknown estimator {estimator!r}; use one of {ESTIMATORS + DEEP_ESTIMATORS}"
+        )
     if len(delays) == 0:
         raise ValueError("need at least one delay")
+    trained = estimator in DEEP_ESTIMATORS
+    if trained:
+        if trainer is None or train_dir is None:
+            raise ValueError(f"estimator {estimator} needs a trainer and a train_dir")
+        if not trainer.fir_delays:
+            delays = [0]  # the recurrence learns the lag from the PCA scores themselves
+    fold_training: list[dict[str, Any]] = []
     n_dims, n_targets = _check_runs(runs)
     band_widths = None
     if estimator == "banded_ridge":
@@ -719,7 +747,17 @@ def encode_subject(
             Y_train = np.concatenate([Y_runs[i] for i in train_runs])
             inner_groups = _reindex([g for g in groups if g is not held_out], train_runs)
             fit = None
-            if active.size:
+            if active.size and trained:
+                fit = trainer.fit(
+                    [designs[i] for i in train_runs],
+                    [Y_runs[i][:, active] for i in train_runs],
+                    inner_groups,
+                    f"{train_dir}/fold-{k + 1}",
+                    f"fold {k + 1}/{n_folds}",
+                    log,
+                )
+                fold_training.append(_training_row(fit))
+            elif active.size:
                 inner = group_splits([lengths[i] for i in train_runs], inner_groups)
                 fit = fit_estimator(
                     estimator,
@@ -776,7 +814,19 @@ def encode_subject(
         intercept = Y_all.mean(axis=0).astype(np.float32)
         alpha = np.full(n_targets, np.nan)
         gamma = np.full((len(band_widths), n_targets), np.nan) if band_widths else None
-        if active.size:
+        model_arrays: dict[str, np.ndarray] = {}
+        if active.size and trained:
+            fit = trainer.fit(
+                designs,
+                [Y[:, active] for Y in Y_runs],
+                groups,
+                f"{train_dir}/final",
+                "final refit",
+                log,
+            )
+            fold_training.append(_training_row(fit))
+            model_arrays = fit.state_arrays()
+        elif active.size:
             fit = fit_estimator(
                 estimator,
                 X_all,
@@ -828,7 +878,21 @@ def encode_subject(
         gamma=gamma,
         ev=ev,
         repeat_folds=[k for k, g in enumerate(groups) if len(g) > 1],
+        fold_training=fold_training,
+        model_arrays=model_arrays,
+        weights_layout=trainer.weights_layout if trained else "",
     )
+
+
+def _training_row(fit: Any) -> dict[str, Any]:
+    training = fit.training
+    return {
+        "best_epoch": training.best_epoch,
+        "epochs_run": training.epochs_run,
+        "stopped_early": training.stopped_early,
+        "best_val_loss": training.best_val_loss,
+        "loss": fit.loss,
+    }
 
 
 def _reindex(groups: Sequence[Sequence[int]], kept: Sequence[int]) -> list[list[int]]:
@@ -967,6 +1031,7 @@ def metrics_table(result: EncodingResult) -> pd.DataFrame:
                 "mean_r": _nan_stat(result.r_folds[k], np.mean),
                 "median_r": _nan_stat(result.r_folds[k], np.median),
                 "mean_r2": _nan_stat(result.r2_folds[k], np.mean),
+                **_training_columns(result, k),
             }
         )
     rows.append(
@@ -979,9 +1044,24 @@ def metrics_table(result: EncodingResult) -> pd.DataFrame:
             "mean_r": _nan_stat(result.r, np.mean),
             "median_r": _nan_stat(result.r, np.median),
             "mean_r2": _nan_stat(result.r2, np.mean),
+            **_training_columns(result, len(fold_runs)),
         }
     )
     return pd.DataFrame(rows)
+
+
+def _training_columns(result: EncodingResult, row: int) -> dict[str, Any]:
+    """Trained estimators: best and run epochs of fold ``row``; past the folds, their means."""
+    if not result.fold_training:
+        return {}
+    n_folds = len(result.r_folds)
+    if row < n_folds:
+        info = result.fold_training[row]
+        return {"best_epoch": info["best_epoch"], "epochs_run": info["epochs_run"]}
+    folds = result.fold_training[:n_folds]
+    return {
+        key: float(np.mean([info[key] for info in folds])) for key in ("best_epoch", "epochs_run")
+    }
 
 
 def write_outputs(
@@ -1084,6 +1164,24 @@ def write_outputs(
         common,
     )
 
+    if result.model_arrays:
+        io.write_h5(
+            paths["weights"],
+            {
+                **result.model_arrays,
+                "pca_components": result.pca.components.astype(np.float32),
+                "pca_explained_variance_ratio": result.pca.explained_variance_ratio.astype(
+                    np.float32
+                ),
+                "feature_mean": result.pca.mean.astype(np.float32),
+                "feature_scale": result.pca.scale.astype(np.float32),
+                "delays_samples": np.asarray(result.delays_samples, dtype=np.int32),
+                "modelled_targets": np.flatnonzero(~result.constant).astype(np.int32),
+                "target_names": names,
+            },
+            {**common, "layout": result.weights_layout, "training": result.fold_training},
+        )
+        return
     io.write_h5(
         paths["weights"],
         {

@@ -182,3 +182,35 @@ def traces_figure(
     axes[-1, 0].set_xlabel(f"time in run {first_run} (s)")
     fig.suptitle(title)
     save_figure(fig, path, provenance)
+
+
+def model_comparison_figure(
+    mean_r: Mapping[str, Mapping[str, float]],
+    path: PathLike,
+    provenance: Mapping[str, Any],
+    title: str = "Held-out prediction accuracy per model",
+) -> None:
+    """Grouped bars: per subject, the mean held-out r of every model fit on it.
+
+    ``mean_r`` maps model -> {subject label: mean r}; a model missing for a
+    subject (another modality) leaves a gap. The plotted values go into the
+    PNG's provenance (``plotted``).
+    """
+    models = list(mean_r)
+    subjects = list(dict.fromkeys(s for scores in mean_r.values() for s in scores))
+    width = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(subjects) * max(len(models), 2)), 4))
+    for m, model in enumerate(models):
+        xs = [i for i, s in enumerate(subjects) if s in mean_r[model]]
+        values = [float(mean_r[model][subjects[i]]) for i in xs]
+        bars = ax.bar(
+            np.asarray(xs) + (m - (len(models) - 1) / 2) * width, values, width, label=model
+        )
+        ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+    ax.axhline(0, color="k", linewidth=0.8)
+    ax.set_xticks(range(len(subjects)), subjects, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("mean held-out Pearson r")
+    ax.set_title(title)
+    ax.legend(fontsize=8, frameon=False)
+    plotted = {model: {s: float(v) for s, v in scores.items()} for model, scores in mean_r.items()}
+    save_figure(fig, path, {**dict(provenance), "plotted": plotted})

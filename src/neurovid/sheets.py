@@ -24,7 +24,17 @@ ID_PATTERN = r"[A-Za-z0-9_-]+"
 _ID_RE = re.compile(rf"^{ID_PATTERN}$")
 RESULTS_DIR = "results"
 
-VIDEO_NUMERIC = ("fps", "arena_cm", "arena_px", "reference_cm", "reference_px")
+VIDEO_NUMERIC = (
+    "fps",
+    "arena_cm",
+    "arena_px",
+    "arena_x0_px",
+    "arena_y0_px",
+    "reference_cm",
+    "reference_px",
+)
+# Optional file columns of videos.tsv (checked like `path` when filled in).
+VIDEO_FILES = ("pose", "annotations")
 RECORDING_NUMERIC = ("tr", "sampling_rate")
 
 
@@ -135,22 +145,27 @@ def _check_unique(table: pd.DataFrame, path: Path, id_column: str) -> None:
         )
 
 
-def _check_paths(table: pd.DataFrame, path: Path, id_column: str, workdir: Path) -> None:
-    for row, (row_id, file) in enumerate(zip(table[id_column], table["path"], strict=True)):
-        file_path = Path(file)
-        if not file_path.is_absolute():
-            parts = Path(*file_path.parts).parts
-            if parts and parts[0] == RESULTS_DIR:
-                continue  # produced by a rule of this workflow (e.g. the demo)
-            file_path = workdir / file_path
-        if not file_path.exists():
-            raise InputError(
-                path,
-                f"row {row + 2} ({id_column}={row_id!r}): file {file!r} does not exist"
-                f" (looked for {file_path}).",
-                "correct the path (relative paths are relative to the directory snakemake runs in) or remove the row.",
-                field="path",
-            )
+def _check_paths(
+    table: pd.DataFrame, path: Path, id_column: str, workdir: Path, columns: tuple[str, ...] = ()
+) -> None:
+    for column in ("path", *[c for c in columns if c in table.columns]):
+        for row, (row_id, file) in enumerate(zip(table[id_column], table[column], strict=True)):
+            if column != "path" and (pd.isna(file) or not str(file).strip()):
+                continue  # optional column left empty
+            file_path = Path(file)
+            if not file_path.is_absolute():
+                parts = Path(*file_path.parts).parts
+                if parts and parts[0] == RESULTS_DIR:
+                    continue  # produced by a rule of this workflow (e.g. the demo)
+                file_path = workdir / file_path
+            if not file_path.exists():
+                raise InputError(
+                    path,
+                    f"row {row + 2} ({id_column}={row_id!r}): file {file!r} does not exist"
+                    f" (looked for {file_path}).",
+                    "correct the path (relative paths are relative to the directory snakemake runs in) or remove the row.",
+                    field=column,
+                )
 
 
 def load_videos(path: str | Path, schema: str | Path, workdir: str | Path = ".") -> pd.DataFrame:
@@ -160,7 +175,7 @@ def load_videos(path: str | Path, schema: str | Path, workdir: str | Path = ".")
     table = _to_numbers(table, VIDEO_NUMERIC, path, "video_id")
     table = _validate(table, schema, path, "video_id")
     _check_unique(table, path, "video_id")
-    _check_paths(table, path, "video_id", workdir)
+    _check_paths(table, path, "video_id", workdir, VIDEO_FILES)
     return table.set_index("video_id", drop=False)
 
 

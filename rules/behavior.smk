@@ -1,0 +1,250 @@
+# Behavior videos (kind: behavior): pose -> kinematics, per-frame behavior labels
+# (fine-tuned ViT), two-stage action localization (pose features, then Qwen2-VL on
+# each candidate segment's clip), evaluation against annotations, and figures.
+# Pose comes from the sheet's `pose` column or from DeepLabCut (rules/pose.smk).
+
+
+rule kinematics:
+    input:
+        pose=pose_file,
+        probe="results/video/{video}/probe.json",
+        code=lib("behavior/kinematics", "behavior/pipeline"),
+    output:
+        csv="results/kinematics/{video}.csv",
+        summary="results/kinematics/{video}.json",
+    log:
+        "results/logs/kinematics/{video}.log",
+    conda:
+        "../envs/behavior.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        settings=config["behavior"]["kinematics"],
+        sheet=lambda wc: sheet_geometry(wc.video),
+        fps=lambda wc: sheet_value(wc.video, "fps"),
+        videos_sheet=config["videos"],
+    script:
+        "../scripts/kinematics.py"
+
+
+rule labeled_frames:
+    input:
+        unpack(labeled_frames_inputs),
+        code=lib("behavior/pipeline", "behavior/evaluation"),
+    output:
+        directory("results/behavior/classifier/frames"),
+    log:
+        "results/logs/behavior/labeled_frames.log",
+    conda:
+        "../envs/behavior.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        videos=config["behavior"]["classifier"]["frames_from"],
+        fps=lambda wc: [
+            sheet_value(v, "fps")
+            for v in config["behavior"]["classifier"]["frames_from"]
+        ],
+        per_class=config["behavior"]["classifier"]["frames_per_class"],
+        seed=config["seed"],
+    script:
+        "../scripts/labeled_frames.py"
+
+
+rule train_frame_classifier:
+    input:
+        frames=classifier_frames(),
+        model=local_model(config["behavior"]["classifier"]["model"]),
+        code=lib("behavior/classifier"),
+    output:
+        directory("results/behavior/classifier/model"),
+    log:
+        "results/logs/behavior/train_frame_classifier.log",
+    benchmark:
+        "results/benchmarks/behavior/train_frame_classifier.tsv"
+    conda:
+        "../envs/behavior.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=gpu_request(),
+    params:
+        settings=config["behavior"]["classifier"],
+        seed=config["seed"],
+    script:
+        "../scripts/train_frame_classifier.py"
+
+
+rule behavior_frames:
+    input:
+        video=video_path,
+        model="results/behavior/classifier/model",
+        code=lib("behavior/classifier"),
+    output:
+        csv="results/behavior/{video}.frames.csv",
+        summary="results/behavior/{video}.frames.json",
+    log:
+        "results/logs/behavior/frames_{video}.log",
+    benchmark:
+        "results/benchmarks/behavior/frames_{video}.tsv"
+    conda:
+        "../envs/behavior.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=gpu_request(),
+    params:
+        settings=config["behavior"]["classifier"],
+    script:
+        "../scripts/behavior_frames.py"
+
+
+rule train_actions:
+    input:
+        unpack(action_training_inputs),
+        model=local_model(config["behavior"]["actions"]["embedder"]["model"]),
+        code=lib("behavior/actions", "behavior/pipeline", "behavior/evaluation"),
+    output:
+        stage1="results/behavior/actions/stage1.joblib",
+        stage2="results/behavior/actions/stage2.joblib",
+        summary="results/behavior/actions/training.json",
+    log:
+        "results/logs/behavior/train_actions.log",
+    benchmark:
+        "results/benchmarks/behavior/train_actions.tsv"
+    conda:
+        "../envs/behavior.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=gpu_request(),
+    params:
+        videos=config["behavior"]["actions"]["train_videos"],
+        fps=lambda wc: [
+            sheet_value(v, "fps")
+            for v in config["behavior"]["actions"]["train_videos"]
+        ],
+        settings=config["behavior"]["actions"],
+    script:
+        "../scripts/train_actions.py"
+
+
+rule actions:
+    input:
+        video=video_path,
+        pose=pose_file,
+        probe="results/video/{video}/probe.json",
+        stage1="results/behavior/actions/stage1.joblib",
+        stage2="results/behavior/actions/stage2.joblib",
+        model=local_model(config["behavior"]["actions"]["embedder"]["model"]),
+        code=lib("behavior/actions", "behavior/pipeline"),
+    output:
+        csv="results/behavior/{video}.segments.csv",
+        summary="results/behavior/{video}.segments.json",
+    log:
+        "results/logs/behavior/actions_{video}.log",
+    benchmark:
+        "results/benchmarks/behavior/actions_{video}.tsv"
+    conda:
+        "../envs/behavior.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=gpu_request(),
+    params:
+        settings=config["behavior"]["actions"],
+        fps=lambda wc: sheet_value(wc.video, "fps"),
+    script:
+        "../scripts/actions.py"
+
+
+rule behavior_evaluation:
+    input:
+        unpack(evaluation_inputs),
+        code=lib("behavior/evaluation", "behavior/pipeline"),
+    output:
+        report(
+            "results/behavior/evaluation.tsv",
+            category="Behavior",
+            subcategory="Evaluation",
+            caption="../report/behavior_evaluation.rst",
+        ),
+        "results/behavior/evaluation.json",
+    log:
+        "results/logs/behavior/evaluation.log",
+    conda:
+        "../envs/behavior.yaml"
+    params:
+        videos=held_out_videos(),
+        fps=[sheet_value(v, "fps") for v in held_out_videos()],
+        iou=config["behavior"]["actions"]["iou"],
+    script:
+        "../scripts/behavior_evaluation.py"
+
+
+rule figure_behavior:
+    input:
+        unpack(behavior_figure_inputs),
+        code=lib("behavior/plots", "behavior/pipeline"),
+    output:
+        ethogram=report(
+            "results/figures/behavior/{video}/ethogram.png",
+            category="Behavior",
+            subcategory="{video}",
+            caption="../report/behavior_ethogram.rst",
+        ),
+        trajectory=report(
+            "results/figures/behavior/{video}/trajectory.png",
+            category="Behavior",
+            subcategory="{video}",
+            caption="../report/behavior_trajectory.rst",
+        ),
+        speed=report(
+            "results/figures/behavior/{video}/speed.png",
+            category="Behavior",
+            subcategory="{video}",
+            caption="../report/behavior_speed.rst",
+        ),
+        segments=report(
+            "results/figures/behavior/{video}/segments.png",
+            category="Behavior",
+            subcategory="{video}",
+            caption="../report/behavior_segments.rst",
+        ),
+    log:
+        "results/logs/figures/behavior/{video}.log",
+    conda:
+        "../envs/behavior.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        video=lambda wc: wc.video,
+        fps=lambda wc: sheet_value(wc.video, "fps"),
+    script:
+        "../scripts/figure_behavior.py"
+
+
+rule figure_confusion:
+    input:
+        model="results/behavior/classifier/model",
+        code=lib("behavior/plots", "behavior/pipeline"),
+    output:
+        report(
+            "results/figures/behavior/confusion.png",
+            category="Behavior",
+            subcategory="Frame classifier",
+            caption="../report/behavior_confusion.rst",
+        ),
+    log:
+        "results/logs/figures/behavior/confusion.log",
+    conda:
+        "../envs/behavior.yaml"
+    script:
+        "../scripts/figure_confusion.py"

@@ -1,0 +1,1 @@
+"""Behavior: pose features, frame classifier, action localization."""
