@@ -49,3 +49,31 @@ def namedlist(items: tuple | list = (), **named: object):
     from snakemake.io import Namedlist
 
     return Namedlist(fromdict=named) if named else Namedlist(list(items))
+
+
+# Two xdist workers (CI has 2 cores; `-n 2` in pyproject.toml). The SLURM run, the demo
+# workflow and its re-runs each load both cores, so they run one after another on one
+# worker, first, while the other worker takes the library tests. (xdist's own
+# `xdist_group` mark does not group under pytest 9: it renames nodeids pytest no longer reads.)
+WORKFLOW_FILES = ("tests/test_slurm.py", "tests/test_workflow.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def order(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        return WORKFLOW_FILES.index(path) if path in WORKFLOW_FILES else len(WORKFLOW_FILES)
+
+    items.sort(key=order)  # stable: the library tests keep their order
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkflowTogether(LoadScopeScheduling):
+        """One work unit per test file, except that the workflow files form one unit."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::")[0]
+            return "workflow" if path in WORKFLOW_FILES else path
+
+    return WorkflowTogether(config, log)

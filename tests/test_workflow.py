@@ -27,9 +27,7 @@ from neurovid.io import read_features, read_h5, read_responses
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from _workflow import copy_workflow  # noqa: E402
 
-# One xdist worker runs the demo, its re-runs and the SLURM run one after another (they
-# each load both cores); the other worker takes the library tests meanwhile.
-pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("workflow")]
+pytestmark = pytest.mark.workflow  # one xdist worker runs these files (tests/conftest.py)
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 REPORT = ("--report", "results/report.html", "--report-after-run")  # as in README.md
 FMRI_SUBJECTS = ["sub-01", "sub-02", "sub-03", "sub-04"]
