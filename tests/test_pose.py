@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import namedlist, run_script
+from conftest import SHARED_DATA, namedlist, run_script
 
 from neurovid.errors import InputError
 from neurovid.pose import (
@@ -39,7 +39,7 @@ from neurovid.pose import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-OPENFIELD = REPO.parent / "shared" / "data" / "dlc-openfield"
+OPENFIELD = SHARED_DATA / "dlc-openfield"
 BODYPARTS = ["snout", "leftear", "rightear", "tailbase"]
 PLACEHOLDER = "WILL BE AUTOMATICALLY UPDATED BY DEMO CODE"
 MODEL_DIR = "dlc-models-pytorch/iteration-0/openfieldOct30-trainset95shuffle1/train"
