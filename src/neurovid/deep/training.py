@@ -52,6 +52,7 @@ import pandas as pd
 import torch
 
 from neurovid.errors import InputError
+from neurovid.features.runtime import resolve_device
 from neurovid.io import PathLike, atomic_path, to_json, write_json
 from neurovid.io import provenance as make_provenance
 
@@ -121,24 +122,6 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when a GPU is visible, else CPU; ``cuda`` without a GPU is an error."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise InputError(
-            None, f"device {device!r} is unknown.", "use auto, cpu or cuda.", field="device"
-        )
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError(
-            None,
-            "device is cuda but no CUDA GPU is visible to this job.",
-            "request a GPU (config `gpu: true`) or set the model's `device` to auto or cpu.",
-            field="device",
-        )
-    if device != "cpu" and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def move_to(batch: Any, device: torch.device) -> Any:

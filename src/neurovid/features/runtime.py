@@ -89,12 +89,10 @@ class Runtime:
         return tensor
 
 
-def select_runtime(device: str = "auto", threads: int = 1) -> Runtime:
-    """The runtime for this machine: CUDA when visible (``device: auto``), else CPU.
+def resolve_device(device: str, owner: str = "model") -> torch.device:
+    """``auto`` -> CUDA when a GPU is visible, else CPU; ``cuda`` without a GPU is an error.
 
-    ``device`` is ``auto``, ``cpu`` or ``cuda``. On CPU the intra-op thread count
-    is set to ``threads`` (the rule's), and deterministic algorithms are
-    requested so reruns give identical bytes.
+    ``owner`` names whose ``device`` setting the error's fix points to.
     """
     if device not in ("auto", "cpu", "cuda"):
         raise InputError(
@@ -104,12 +102,25 @@ def select_runtime(device: str = "auto", threads: int = 1) -> Runtime:
         raise InputError(
             None,
             "device is cuda but no CUDA GPU is visible to this job.",
-            "request a GPU (config `gpu: true`) or set the extractor's `device` to auto or cpu.",
+            f"request a GPU (config `gpu: true`) or set the {owner}'s `device` to auto or cpu.",
             field="device",
         )
+    if device != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def select_runtime(device: str = "auto", threads: int = 1) -> Runtime:
+    """The runtime for this machine: CUDA when visible (``device: auto``), else CPU.
+
+    ``device`` is ``auto``, ``cpu`` or ``cuda``. On CPU the intra-op thread count
+    is set to ``threads`` (the rule's), and deterministic algorithms are
+    requested so reruns give identical bytes.
+    """
+    cuda = resolve_device(device, "extractor").type == "cuda"
     threads = max(int(threads), 1)
     torch.set_num_threads(threads)
-    if device != "cpu" and torch.cuda.is_available():
+    if cuda:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
