@@ -27,3 +27,8 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+# Every script rule's `code` param: the digest of the library its script imports
+# (rules/common.smk), so that editing a module re-runs the jobs that run it.
+declare_code(workflow.rules)

@@ -26,6 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=10_000)
     parser.add_argument("--per-recording", type=int, default=10)
+    parser.add_argument("--profile", type=Path, help="write cProfile stats of the run here")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,9 +53,10 @@ def main() -> None:
         config = config.replace("recordings: demo/recordings.tsv", "recordings: recordings.tsv")
         (work / "config.yaml").write_text(config)
 
+        profiler = ["-m", "cProfile", "-o", str(args.profile.resolve())] if args.profile else []
         start = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "--cores", "2"],
+            [sys.executable, *profiler, "-m", "snakemake", "-n", "--quiet", "rules", "--cores", "2"],
             cwd=work,
             capture_output=True,
             text=True,

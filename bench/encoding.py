@@ -17,10 +17,18 @@ same alpha, the largest difference in held-out R², and a float64 check of both
 on a subset of targets. ``--rss-only`` runs only neurovid's solver (e.g. on
 100,000 targets x 1,000 features) and prints its peak RSS.
 
+Beside it (``--case neurons``), the demo mice's shape: 50 neurons, a wide design
+(430 PCs x 9 FIR delays = 3,870 columns, smooth features) and 4 runs of 1,280
+samples, CV over the first 3 runs (leave one run out), scored on the 4th. The
+cost of a fit must follow the work: the solver picks its route from the shapes
+and the target and alpha counts (``route="auto"``); it is timed against the
+eigendecomposition routes forced (the only ones before) and himalaya's RidgeCV.
+
 Usage::
 
-    python bench/encoding.py                 # full size (~1.5 min, ~3 GB RAM)
-    python bench/encoding.py --targets 2000  # quick run
+    python bench/encoding.py                 # both cases (~2.5 min, ~3 GB RAM)
+    python bench/encoding.py --case voxels --targets 2000  # quick run
+    python bench/encoding.py --case neurons
     python bench/encoding.py --targets 100000 --features 1000 --rss-only
 """
 
@@ -39,6 +47,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Lasso
 from threadpoolctl import threadpool_limits
 
+from neurovid.align import add_delays
 from neurovid.encoding import leave_one_run_out, score_predictions
 from neurovid.ridge import ridge_cv
 
@@ -73,8 +82,59 @@ def make_data(
     return X, Y
 
 
+def neurons_case(threads: int | None, seed: int) -> None:
+    """50 targets, wide delayed design: ridge_cv's chosen route vs the eigen routes forced."""
+    rng = np.random.default_rng(seed)
+    n_runs, run_len, n_pcs, delays = 4, 1280, 430, list(range(9))
+    kernel = np.exp(-np.arange(30) / 6.0)
+    runs = []
+    for _ in range(n_runs):
+        Z = rng.standard_normal((run_len + 29, n_pcs))
+        smooth = np.stack([np.convolve(Z[:, j], kernel, "valid") for j in range(n_pcs)], 1)
+        runs.append(add_delays((smooth * np.linspace(3, 0.2, n_pcs)).astype(np.float32), delays))
+    X = np.concatenate(runs)
+    W = rng.standard_normal((X.shape[1], 50)).astype(np.float32) / np.sqrt(X.shape[1])
+    signal = X @ W
+    Y = signal / signal.std(0) + rng.standard_normal(signal.shape).astype(np.float32)
+    n_fit = 3 * run_len
+    splits = leave_one_run_out([run_len] * 3)
+    print(
+        f"\nneurons case: X {X.shape} ({n_pcs} PCs x {len(delays)} delays), 50 targets, "
+        f"CV over 3 runs of {run_len}, test on the 4th"
+    )
+    times = {}
+    with threadpool_limits(limits=threads):
+        for route in ("auto", "scores", "blocks"):
+            t0 = time.perf_counter()
+            refit = "auto" if route == "auto" else "eigen"  # the eigen routes, as before
+            fit = ridge_cv(
+                X[:n_fit], Y[:n_fit], splits, ALPHAS, backend="numpy", route=route, refit=refit
+            )
+            times[route] = time.perf_counter() - t0
+            r, _ = score_predictions(Y[n_fit:], fit.predict(X[n_fit:]))
+            print(
+                f"  ridge_cv route={route}: {times[route]:.1f} s (CV {fit.route}, refit "
+                f"{fit.refit_route}), held-out mean r {np.nanmean(r):.4f}"
+            )
+        set_backend("numpy", on_error="raise")
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            RidgeCV(alphas=ALPHAS, cv=list(splits), solver_params={"warn": False}).fit(
+                X[:n_fit], Y[:n_fit]
+            )
+        times["himalaya"] = time.perf_counter() - t0
+    print(f"  himalaya RidgeCV: {times['himalaya']:.1f} s")
+    print(
+        f"  speed-up of the chosen route: {times['scores'] / times['auto']:.1f}x vs the dual "
+        f"eigen route, {times['blocks'] / times['auto']:.1f}x vs the primal one, "
+        f"{times['himalaya'] / times['auto']:.1f}x vs himalaya"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--case", choices=("both", "voxels", "neurons"), default="both")
     parser.add_argument("--targets", type=int, default=50_000)
     parser.add_argument("--samples", type=int, default=3_600)
     parser.add_argument("--train", type=int, default=3_000)
@@ -88,7 +148,14 @@ def main() -> None:
     parser.add_argument("--check-targets", type=int, default=2000, help="float64 check subset")
     parser.add_argument("--rss-only", action="store_true", help="only neurovid's solver + peak RSS")
     args = parser.parse_args()
+    if args.case != "neurons":
+        voxels_case(args)
+    if args.case != "voxels" and not args.rss_only:
+        neurons_case(args.threads, args.seed)
 
+
+def voxels_case(args: argparse.Namespace) -> None:
+    """50,000 targets: neurovid vs himalaya vs per-voxel LASSO (see the module docstring)."""
     t0 = time.perf_counter()
     X, Y = make_data(args.samples, args.features, args.targets, args.seed, args.mixing)
     print(

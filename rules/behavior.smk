@@ -8,7 +8,6 @@ rule kinematics:
     input:
         pose=pose_file,
         probe="results/video/{video}/probe.json",
-        code=lib("behavior/kinematics", "behavior/pipeline"),
     output:
         csv="results/kinematics/{video}.csv",
         summary="results/kinematics/{video}.json",
@@ -31,7 +30,6 @@ rule kinematics:
 rule labeled_frames:
     input:
         unpack(labeled_frames_inputs),
-        code=lib("behavior/pipeline", "behavior/evaluation"),
     output:
         directory("results/behavior/classifier/frames"),
     log:
@@ -57,7 +55,6 @@ rule train_frame_classifier:
     input:
         frames=classifier_frames(),
         model=local_model(config["behavior"]["classifier"]["model"]),
-        code=lib("behavior/classifier"),
     output:
         directory("results/behavior/classifier/model"),
     log:
@@ -68,9 +65,9 @@ rule train_frame_classifier:
         "../envs/behavior.yaml"
     threads: 2
     resources:
+        **gpu_resources(),
         mem_mb=8000,
         runtime=120,
-        gpu=gpu_request(),
     params:
         settings=config["behavior"]["classifier"],
         seed=config["seed"],
@@ -82,7 +79,6 @@ rule behavior_frames:
     input:
         video=video_path,
         model="results/behavior/classifier/model",
-        code=lib("behavior/classifier"),
     output:
         csv="results/behavior/{video}.frames.csv",
         summary="results/behavior/{video}.frames.json",
@@ -94,9 +90,9 @@ rule behavior_frames:
         "../envs/behavior.yaml"
     threads: 2
     resources:
+        **gpu_resources(),
         mem_mb=4000,
         runtime=60,
-        gpu=gpu_request(),
     params:
         settings=config["behavior"]["classifier"],
     script:
@@ -107,7 +103,6 @@ rule train_actions:
     input:
         unpack(action_training_inputs),
         model=local_model(config["behavior"]["actions"]["embedder"]["model"]),
-        code=lib("behavior/actions", "behavior/pipeline", "behavior/evaluation"),
     output:
         stage1="results/behavior/actions/stage1.joblib",
         stage2="results/behavior/actions/stage2.joblib",
@@ -120,9 +115,9 @@ rule train_actions:
         "../envs/behavior.yaml"
     threads: 2
     resources:
+        **gpu_resources(),
         mem_mb=8000,
         runtime=120,
-        gpu=gpu_request(),
     params:
         videos=config["behavior"]["actions"]["train_videos"],
         fps=lambda wc: [
@@ -142,7 +137,6 @@ rule actions:
         stage1="results/behavior/actions/stage1.joblib",
         stage2="results/behavior/actions/stage2.joblib",
         model=local_model(config["behavior"]["actions"]["embedder"]["model"]),
-        code=lib("behavior/actions", "behavior/pipeline"),
     output:
         csv="results/behavior/{video}.segments.csv",
         summary="results/behavior/{video}.segments.json",
@@ -154,9 +148,9 @@ rule actions:
         "../envs/behavior.yaml"
     threads: 2
     resources:
+        **gpu_resources(),
         mem_mb=8000,
         runtime=60,
-        gpu=gpu_request(),
     params:
         settings=config["behavior"]["actions"],
         fps=lambda wc: sheet_value(wc.video, "fps"),
@@ -167,7 +161,6 @@ rule actions:
 rule behavior_evaluation:
     input:
         unpack(evaluation_inputs),
-        code=lib("behavior/evaluation", "behavior/pipeline"),
     output:
         report(
             "results/behavior/evaluation.tsv",
@@ -191,7 +184,6 @@ rule behavior_evaluation:
 rule figure_behavior:
     input:
         unpack(behavior_figure_inputs),
-        code=lib("behavior/plots", "behavior/pipeline"),
     output:
         ethogram=report(
             "results/figures/behavior/{video}/ethogram.png",
@@ -234,7 +226,6 @@ rule figure_behavior:
 rule figure_confusion:
     input:
         model="results/behavior/classifier/model",
-        code=lib("behavior/plots", "behavior/pipeline"),
     output:
         report(
             "results/figures/behavior/confusion.png",

@@ -5,6 +5,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 # The neurovid library of this checkout runs every job, whatever its software
@@ -17,6 +18,7 @@ PYTHONPATH = [SRC, *filter(None, os.environ.get("PYTHONPATH", "").split(os.paths
 os.environ.update(PYTHONPATH=os.pathsep.join(dict.fromkeys(PYTHONPATH)))
 
 import neurovid.sheets as sheets
+from neurovid.imports import code_digest
 
 min_version("9.15")
 
@@ -29,9 +31,18 @@ RECORDINGS = sheets.load_recordings(
     config["recordings"], SCHEMAS / "recordings.schema.yaml", VIDEOS
 )
 SUBJECT_RUNS = sheets.subject_runs(RECORDINGS)
+# The sheets' rows as plain dicts, for the lookups that input functions and params make
+# per job (a pandas .at or boolean mask per call is slow on a 10,000-video sheet).
+VIDEO_ROWS = VIDEOS.to_dict("index")
+RECORDING_ROWS = RECORDINGS.to_dict("index")
+SUBJECT_MODALITY = {
+    s: RECORDING_ROWS[runs[0]]["modality"] for s, runs in SUBJECT_RUNS.items()
+}
 MODELS = config["encoding"]["models"]
-# Estimators fit by neurovid.deep with checkpoints (rule encode_trained).
+# Estimators fit by neurovid.deep with checkpoints (rule encode_trained), and those that
+# run on CPU only (rule encode_lasso); the others are neurovid's ridge solvers (rule encode).
 TRAINED_ESTIMATORS = ("lstm",)
+CPU_ESTIMATORS = ("lasso",)
 
 
 wildcard_constraints:
@@ -42,33 +53,93 @@ wildcard_constraints:
     extractor=sheets.ID_PATTERN,
 
 
-def lib(*modules):
-    """Library modules a step runs, declared as inputs so that editing them re-runs the step."""
-    # Relative to the working directory where possible, so that a moved or copied
-    # project does not see "changed input files" and re-run everything.
-    src = Path(os.path.relpath(Path(workflow.basedir) / "src" / "neurovid"))
-    return [str(src / f"{name}.py") for name in ("io", *modules)]
+def declare_code(rules):
+    """Give the rules that run a script the param `code`, the digest of the library it runs.
+
+    Editing a module then re-runs exactly the jobs whose script reaches it (the `params`
+    rerun trigger), wherever the module sits in the import graph; the files come from the
+    script's imports (neurovid.imports), never from a hand-written list. A content digest,
+    not input files: a copied or freshly checked-out project does not re-run, and the DAG
+    carries no per-job library files (bench/dag.py). Snakemake's own `code` trigger sees
+    the script file. Called once, after every rule (and every `use rule`) is defined.
+    """
+    for each in rules:  # (`rule` is a keyword in a .smk file)
+        if not each.script:
+            continue
+        if "code" in each.params.keys():
+            raise WorkflowError(
+                f"The `code` param of rule {each.name} is derived from its script's imports "
+                "(rules/common.smk: declare_code). Fix: rename the rule's own `code` param."
+            )
+        script = each.basedir.join(each.script).get_path_or_uri(secret_free=True)
+        each.set_params(code=code_digest(Path(script).resolve(), Path(SRC)))
 
 
 def estimator(model):
     return MODELS[model]["estimator"]
 
 
-def model_choice(kind):
-    """Regex for the `model` wildcard: the `linear` models or the `trained` (deep) ones."""
-    trained = kind == "trained"
-    names = [m for m in MODELS if (estimator(m) in TRAINED_ESTIMATORS) == trained]
+def encoding_rule(model):
+    """Name of the encoding rule fitting a model.
+
+    `encode_trained` (neurovid.deep, GPU), `encode_lasso` (scikit-learn, CPU only) or
+    `encode` (neurovid's ridge solvers, GPU when there is one).
+    """
+    if estimator(model) in TRAINED_ESTIMATORS:
+        return "encode_trained"
+    return "encode_lasso" if estimator(model) in CPU_ESTIMATORS else "encode"
+
+
+def model_choice(rule_name):
+    """Regex for the `model` wildcard of an encoding rule: the models that rule fits."""
+    names = [m for m in MODELS if encoding_rule(m) == rule_name]
     return "|".join(names) if names else "(?!)"  # (?!) matches nothing
 
 
 def gpu_request():
-    """GPUs a GPU-capable job requests (the `gpu` resource): 1, or 0 with `gpu: false` in the config.
-
-    GPU-capable rules declare `resources: gpu=gpu_request()`. Locally the
-    workstation profile's `resources: gpu=N` caps how many run at once; on SLURM
-    the executor turns it into `--gpus`. Without a GPU the same code runs on CPU.
-    """
+    """GPUs a GPU-capable job requests: 1, or 0 with `gpu: false` in the config."""
     return 1 if config.get("gpu", True) else 0
+
+
+def gpu_resources():
+    """The GPU and partition resources of every GPU-capable rule (`**gpu_resources()`).
+
+    `gpu` is gpu_request(). Locally the workstation profile's `resources: gpu=N` caps how
+    many run at once; on SLURM the executor turns it into `--gpus`, and `slurm_partition`
+    sends the job to the GPU partition the SLURM profile names (`config:
+    slurm_gpu_partition`). With `gpu: false` there is no GPU and no partition: the job
+    goes where CPU jobs go (default-resources) and runs on CPU. (The workstation
+    profile names no partitions.)
+    """
+    gpus, partition = gpu_request(), gpu_partition()
+    return {
+        "gpu": gpus,
+        **({"slurm_partition": partition} if gpus and partition else {}),
+    }
+
+
+def gpu_partition():
+    """The GPU partition the SLURM profile names (`config: slurm_gpu_partition`), else None.
+
+    A profile that names a CPU partition (default-resources `slurm_partition`) must name
+    the GPU one too while GPUs are requested: a `--config` on the command line replaces
+    the profile's `config:` entries, and GPU jobs would then be sent to the CPU partition.
+    """
+    partition = config.get("slurm_gpu_partition")
+    defaults = workflow.resource_settings.default_resources
+    names_cpu_partition = any(
+        arg.startswith("slurm_partition=")
+        for arg in (defaults.args if defaults else [])
+    )
+    if partition is None and names_cpu_partition and gpu_request():
+        raise WorkflowError(
+            "config slurm_gpu_partition is not set, but the profile names a CPU partition "
+            "(default-resources: slurm_partition): GPU jobs would go to the CPU partition. "
+            "Fix: keep `config: slurm_gpu_partition` in profiles/slurm/config.yaml and, when "
+            "you pass --config on the command line (it replaces the profile's config:), add "
+            "slurm_gpu_partition=<your GPU partition> to it (or gpu=False for no GPUs)."
+        )
+    return partition
 
 
 def extractor_settings(name):
@@ -77,7 +148,7 @@ def extractor_settings(name):
 
 
 def stimulus_videos():
-    return [v for v in VIDEOS.index if VIDEOS.at[v, "kind"] == "stimulus"]
+    return [v for v, row in VIDEO_ROWS.items() if row["kind"] == "stimulus"]
 
 
 def feature_targets():
@@ -89,16 +160,33 @@ def feature_targets():
     )
 
 
+def video_value(video, column):
+    """A videos-sheet cell as loaded (NaN when empty), or None when the sheet has no such column."""
+    return VIDEO_ROWS[video].get(column)
+
+
+def recording_value(recording, column):
+    """A recordings-sheet cell as loaded (NaN when empty), or None when the sheet has no such column."""
+    return RECORDING_ROWS[recording].get(column)
+
+
 def video_path(wildcards):
-    return VIDEOS.at[wildcards.video, "path"]
+    return VIDEO_ROWS[wildcards.video]["path"]
 
 
 def recording_path(wildcards):
-    return RECORDINGS.at[wildcards.recording, "path"]
+    return RECORDING_ROWS[wildcards.recording]["path"]
 
 
 def subject_modality(subject):
-    return RECORDINGS.loc[RECORDINGS["subject"] == subject, "modality"].iloc[0]
+    return SUBJECT_MODALITY[subject]
+
+
+def stimulus_timeline(wildcards):
+    """[[video_id, onset], ...] of a recording's stimulus timeline (the align / demo params)."""
+    return [
+        [e.video_id, e.onset] for e in RECORDING_ROWS[wildcards.recording]["timeline"]
+    ]
 
 
 def model_subjects(model):
@@ -117,7 +205,7 @@ def fmri_subjects(model):
 
 
 def timeline_videos(recording):
-    return [event.video_id for event in RECORDINGS.at[recording, "timeline"]]
+    return [event.video_id for event in RECORDING_ROWS[recording]["timeline"]]
 
 
 def used_extractors():
@@ -131,7 +219,7 @@ def subject_recordings(wildcards):
 def stimulus_keys(wildcards):
     """One key per run of the subject: its parsed stimulus timeline (equal keys = repeats)."""
     return [
-        ";".join(f"{e.video_id}@{e.onset:g}" for e in RECORDINGS.at[run, "timeline"])
+        ";".join(f"{e.video_id}@{e.onset:g}" for e in RECORDING_ROWS[run]["timeline"])
         for run in SUBJECT_RUNS[wildcards.subject]
     ]
 
@@ -186,15 +274,13 @@ def all_targets():
 
 
 def behavior_videos():
-    return [v for v in VIDEOS.index if VIDEOS.at[v, "kind"] == "behavior"]
+    return [v for v, row in VIDEO_ROWS.items() if row["kind"] == "behavior"]
 
 
 def sheet_value(video, column):
     """A videos-sheet cell, or None when the column is absent or the cell empty."""
-    if column not in VIDEOS.columns:
-        return None
-    value = VIDEOS.at[video, column]
-    return None if pd.isna(value) else value
+    value = video_value(video, column)
+    return None if value is None or pd.isna(value) else value
 
 
 def sheet_geometry(video):
@@ -320,7 +406,7 @@ def sensorium_runs():
             {
                 "recording": run,
                 "stimulus": ";".join(
-                    f"{e.video_id}@{e.onset:g}" for e in RECORDINGS.at[run, "timeline"]
+                    f"{e.video_id}@{e.onset:g}" for e in RECORDING_ROWS[run]["timeline"]
                 ),
                 "responses": f"results/neural/{run}.h5",
                 "videos": {
@@ -419,5 +505,5 @@ def pose_model():
 def pose_video(wildcards):
     """Video `pose` analyses: the sheet's original (default) or the standardized one (pose.video)."""
     if pose_settings().get("video", "original") == "original":
-        return VIDEOS.at[wildcards.video, "path"]
+        return video_path(wildcards)
     return f"results/video/{wildcards.video}/standard.mp4"

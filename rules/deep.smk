@@ -8,21 +8,16 @@
 rule train_sensorium:
     input:
         unpack(sensorium_inputs),
-        code=lib(
-            "align",
-            "video",
-            "deep/training",
-            "deep/metrics",
-            "deep/sensorium",
-            "deep/vivit_lora",
-            "plots",
-        ),
     output:
         model="results/deep/sensorium/model.pt",
         metrics="results/deep/sensorium/metrics.csv",
         summary="results/deep/sensorium/summary.json",
         scores=expand(
             "results/deep/sensorium/scores/{mouse}.csv", mouse=sensorium_mice()
+        ),
+        # the score tables' JSON sidecars (provenance)
+        score_sidecars=expand(
+            "results/deep/sensorium/scores/{mouse}.json", mouse=sensorium_mice()
         ),
         figure=report(
             "results/figures/deep/sensorium_loss.png",
@@ -39,9 +34,9 @@ rule train_sensorium:
         "../envs/deep.yaml"
     threads: 4
     resources:
+        **gpu_resources(),
         mem_mb=32000,
         runtime=1440,
-        gpu=gpu_request(),
     params:
         settings=sensorium_settings(),
         subjects=sensorium_runs(),

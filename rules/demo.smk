@@ -21,8 +21,6 @@ rule demo_clip:
 
 
 rule demo_movie:
-    input:
-        code=lib("video", "demo/stimuli"),
     output:
         "results/demo/stimuli/{movie}.mp4",
     log:
@@ -42,8 +40,6 @@ rule demo_movie:
 
 
 rule demo_roi:
-    input:
-        code=lib("demo/responses"),
     output:
         "results/demo/truth/fmri_roi.nii.gz",
     log:
@@ -64,7 +60,6 @@ rule demo_truth:
             if subject_modality(wc.subject) == "fmri"
             else []
         ),
-        code=lib("demo/responses"),
     output:
         "results/demo/truth/{subject}.h5",
     log:
@@ -82,9 +77,8 @@ rule demo_truth:
 rule demo_fmri_run:
     input:
         features=demo_features,
-        truth=lambda wc: f"results/demo/truth/{RECORDINGS.at[wc.recording, 'subject']}.h5",
+        truth=lambda wc: f"results/demo/truth/{recording_value(wc.recording, 'subject')}.h5",
         roi="results/demo/truth/fmri_roi.nii.gz",
-        code=lib("demo/responses"),
     output:
         bold="results/demo/fmri/{recording}.nii.gz",
         truth="results/demo/fmri/{recording}.truth.h5",
@@ -95,10 +89,8 @@ rule demo_fmri_run:
     resources:
         mem_mb=3000,
     params:
-        timeline=lambda wc: [
-            [e.video_id, e.onset] for e in RECORDINGS.at[wc.recording, "timeline"]
-        ],
-        tr=lambda wc: RECORDINGS.at[wc.recording, "tr"],
+        timeline=stimulus_timeline,
+        tr=lambda wc: recording_value(wc.recording, "tr"),
         tail_s=config["demo"]["tail_s"],
         seed=lambda wc: [config["demo"]["seed"], wc.recording],
     script:
@@ -108,21 +100,19 @@ rule demo_fmri_run:
 rule demo_mouse_run:
     input:
         features=demo_features,
-        truth=lambda wc: f"results/demo/truth/{RECORDINGS.at[wc.recording, 'subject']}.h5",
-        code=lib("demo/responses"),
+        truth=lambda wc: f"results/demo/truth/{recording_value(wc.recording, 'subject')}.h5",
     output:
         table="results/demo/mice/{recording}.tsv",
+        table_sidecar="results/demo/mice/{recording}.json",
         truth="results/demo/mice/{recording}.truth.h5",
     log:
         "results/logs/demo/mouse_{recording}.log",
     conda:
         "../envs/neural.yaml"
     params:
-        timeline=lambda wc: [
-            [e.video_id, e.onset] for e in RECORDINGS.at[wc.recording, "timeline"]
-        ],
-        modality=lambda wc: RECORDINGS.at[wc.recording, "modality"],
-        sampling_rate=lambda wc: RECORDINGS.at[wc.recording, "sampling_rate"],
+        timeline=stimulus_timeline,
+        modality=lambda wc: recording_value(wc.recording, "modality"),
+        sampling_rate=lambda wc: recording_value(wc.recording, "sampling_rate"),
         tail_s=config["demo"]["tail_s"],
         seed=lambda wc: [config["demo"]["seed"], wc.recording],
     script:
@@ -130,8 +120,6 @@ rule demo_mouse_run:
 
 
 rule demo_behavior:
-    input:
-        code=lib("demo/behavior"),
     output:
         video="results/demo/behavior/{session}.mp4",
         pose="results/demo/behavior/{session}.pose.h5",
@@ -154,8 +142,6 @@ rule demo_behavior:
 
 # Tiny random-weight models for the demo's behavior stage (no downloads offline).
 rule demo_models:
-    input:
-        code=lib("demo/models"),
     output:
         vit=directory("results/demo/models/vit-tiny"),
         qwen2vl=directory("results/demo/models/qwen2vl-tiny"),

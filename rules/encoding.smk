@@ -11,11 +11,13 @@ rule encode:
             extractor=MODELS[wc.model]["features"],
             recording=subject_recordings(wc),
         ),
-        code=lib("align", "encoding"),
     output:
         scores="results/encoding/{model}/{subject}/scores.h5",
         table="results/encoding/{model}/{subject}/scores.tsv",
         metrics="results/encoding/{model}/{subject}/metrics.tsv",
+        # the tables' JSON sidecars: provenance, model, subject, runs
+        table_sidecar="results/encoding/{model}/{subject}/scores.json",
+        metrics_sidecar="results/encoding/{model}/{subject}/metrics.json",
         predictions="results/encoding/{model}/{subject}/predictions.h5",
         weights="results/encoding/{model}/{subject}/weights.h5",
     log:
@@ -23,15 +25,15 @@ rule encode:
     benchmark:
         "results/benchmarks/encode/{model}/{subject}.tsv"
     wildcard_constraints:
-        model=model_choice("linear"),
+        model=model_choice("encode"),
     conda:
         "../envs/encoding.yaml"
     threads: 2
+    # The ridge solvers run on CUDA through torch when a GPU is visible.
     resources:
+        **gpu_resources(),
         mem_mb=8000,
         runtime=120,
-        # The ridge solvers run on CUDA through torch when a GPU is visible.
-        gpu=lambda wc: 0 if MODELS[wc.model]["estimator"] == "lasso" else gpu_request(),
     params:
         model=lambda wc: MODELS[wc.model],
         model_name=lambda wc: wc.model,
@@ -47,6 +49,15 @@ rule encode:
         "../scripts/encode.py"
 
 
+# LASSO (scikit-learn, per target) runs on CPU: the same job without a GPU.
+use rule encode as encode_lasso with:
+    wildcard_constraints:
+        model=model_choice("encode_lasso"),
+    resources:
+        mem_mb=8000,
+        runtime=120,
+
+
 # Trained sequence models (estimator: lstm): the same CV, scores and files, plus each
 # fold's checkpoints, metrics.csv per epoch and loss curve under training/. A job that
 # is interrupted resumes from training.partial/ (kept, not an output) when re-run.
@@ -60,11 +71,13 @@ rule encode_trained:
             extractor=MODELS[wc.model]["features"],
             recording=subject_recordings(wc),
         ),
-        code=lib("align", "encoding", "deep/training", "deep/lstm", "plots"),
     output:
         scores="results/encoding/{model}/{subject}/scores.h5",
         table="results/encoding/{model}/{subject}/scores.tsv",
         metrics="results/encoding/{model}/{subject}/metrics.tsv",
+        # the tables' JSON sidecars: provenance, model, subject, runs
+        table_sidecar="results/encoding/{model}/{subject}/scores.json",
+        metrics_sidecar="results/encoding/{model}/{subject}/metrics.json",
         predictions="results/encoding/{model}/{subject}/predictions.h5",
         weights="results/encoding/{model}/{subject}/weights.h5",
         training=directory("results/encoding/{model}/{subject}/training"),
@@ -73,14 +86,14 @@ rule encode_trained:
     benchmark:
         "results/benchmarks/encode/{model}/{subject}.tsv"
     wildcard_constraints:
-        model=model_choice("trained"),
+        model=model_choice("encode_trained"),
     conda:
         "../envs/deep.yaml"
     threads: 2
     resources:
+        **gpu_resources(),
         mem_mb=8000,
         runtime=240,
-        gpu=gpu_request(),
     params:
         model=lambda wc: MODELS[wc.model],
         model_name=lambda wc: wc.model,
@@ -98,7 +111,6 @@ rule encode_trained:
 rule score_maps:
     input:
         scores="results/encoding/{model}/{subject}/scores.h5",
-        code=lib("stats"),
     output:
         r="results/encoding/{model}/{subject}/r.nii.gz",
         r2="results/encoding/{model}/{subject}/r2.nii.gz",

@@ -4,7 +4,6 @@
 rule motion_energy:
     input:
         video="results/video/{video}/standard.mp4",
-        code=lib("video", "features/motion_energy"),
     output:
         "results/features/motion_energy/{video}.h5",
     log:
@@ -31,7 +30,6 @@ rule motion_energy:
 rule vit_features:
     input:
         video="results/video/{video}/standard.mp4",
-        code=lib("video", "features/runtime", "features/vit"),
     output:
         "results/features/vit/{video}.h5",
     log:
@@ -42,9 +40,9 @@ rule vit_features:
         "../envs/features.yaml"
     threads: 2
     resources:
+        **gpu_resources(),
         mem_mb=6000,
         runtime=120,
-        gpu=gpu_request(),
     params:
         settings=extractor_settings("vit"),
     script:
@@ -54,7 +52,6 @@ rule vit_features:
 rule vivit_features:
     input:
         video="results/video/{video}/standard.mp4",
-        code=lib("video", "features/runtime", "features/vivit"),
     output:
         "results/features/vivit/{video}.h5",
     log:
@@ -65,9 +62,9 @@ rule vivit_features:
         "../envs/features.yaml"
     threads: 2
     resources:
+        **gpu_resources(),
         mem_mb=8000,
         runtime=240,
-        gpu=gpu_request(),
     params:
         settings=extractor_settings("vivit"),
     script:
@@ -77,7 +74,6 @@ rule vivit_features:
 rule slowfast_features:
     input:
         video="results/video/{video}/standard.mp4",
-        code=lib("video", "features/runtime", "features/slowfast"),
     output:
         "results/features/slowfast/{video}.h5",
     log:
@@ -88,9 +84,9 @@ rule slowfast_features:
         "../envs/features.yaml"
     threads: 2
     resources:
+        **gpu_resources(),
         mem_mb=8000,
         runtime=240,
-        gpu=gpu_request(),
     params:
         settings=extractor_settings("slowfast"),
     script:
@@ -100,7 +96,6 @@ rule slowfast_features:
 rule qwen2vl_features:
     input:
         video="results/video/{video}/standard.mp4",
-        code=lib("video", "features/runtime", "features/qwen2vl"),
     output:
         "results/features/qwen2vl/{video}.h5",
     log:
@@ -111,9 +106,9 @@ rule qwen2vl_features:
         "../envs/features.yaml"
     threads: 2
     resources:
+        **gpu_resources(),
         mem_mb=24000,
         runtime=480,
-        gpu=gpu_request(),
     params:
         settings=extractor_settings("qwen2vl"),
     script:

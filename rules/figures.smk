@@ -5,7 +5,6 @@ rule figure_surface:
     input:
         t="results/stats/{model}/t.nii.gz",
         fdr_mask="results/stats/{model}/fdr_mask.nii.gz",
-        code=lib("plots"),
     output:
         report(
             "results/figures/{model}/surface.png",
@@ -31,7 +30,6 @@ rule figure_glass_brain:
         t="results/stats/{model}/t.nii.gz",
         fdr_mask="results/stats/{model}/fdr_mask.nii.gz",
         summary="results/stats/{model}/summary.json",
-        code=lib("plots"),
     output:
         report(
             "results/figures/{model}/glass_brain.png",
@@ -59,7 +57,6 @@ rule figure_score_hist:
             model=wc.model,
             subject=model_subjects(wc.model),
         ),
-        code=lib("plots"),
     output:
         report(
             "results/figures/{model}/score_hist.png",
@@ -84,7 +81,6 @@ rule figure_score_hist:
 rule figure_traces:
     input:
         predictions="results/encoding/{model}/{subject}/predictions.h5",
-        code=lib("plots"),
     output:
         report(
             "results/figures/{model}/traces/{subject}.png",
@@ -113,7 +109,6 @@ rule figure_model_comparison:
             f"results/encoding/{model}/{subject}/scores.h5"
             for model, subject in model_subject_pairs()
         ],
-        code=lib("plots"),
     output:
         report(
             "results/figures/model_comparison.png",

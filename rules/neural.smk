@@ -5,7 +5,6 @@
 rule ingest:
     input:
         recording=recording_path,
-        code=lib("neural"),
     output:
         "results/neural/{recording}.h5",
     log:
@@ -17,14 +16,10 @@ rule ingest:
         runtime=30,
     params:
         recording_id=lambda wc: wc.recording,
-        subject=lambda wc: RECORDINGS.at[wc.recording, "subject"],
-        modality=lambda wc: RECORDINGS.at[wc.recording, "modality"],
-        tr=lambda wc: RECORDINGS.at[wc.recording, "tr"] if "tr" in RECORDINGS else None,
-        sampling_rate=lambda wc: (
-            RECORDINGS.at[wc.recording, "sampling_rate"]
-            if "sampling_rate" in RECORDINGS
-            else None
-        ),
+        subject=lambda wc: recording_value(wc.recording, "subject"),
+        modality=lambda wc: recording_value(wc.recording, "modality"),
+        tr=lambda wc: recording_value(wc.recording, "tr"),
+        sampling_rate=lambda wc: recording_value(wc.recording, "sampling_rate"),
         fmri=config["neural"]["fmri"],
     script:
         "../scripts/ingest.py"
@@ -38,7 +33,6 @@ rule align:
             extractor=wc.extractor,
             video=timeline_videos(wc.recording),
         ),
-        code=lib("align"),
     output:
         "results/aligned/{extractor}/{recording}.h5",
     log:
@@ -49,8 +43,6 @@ rule align:
         mem_mb=2000,
         runtime=10,
     params:
-        timeline=lambda wc: [
-            [e.video_id, e.onset] for e in RECORDINGS.at[wc.recording, "timeline"]
-        ],
+        timeline=stimulus_timeline,
     script:
         "../scripts/align.py"

@@ -7,7 +7,6 @@ rule pose:
     input:
         video=pose_video,
         model=pose_model(),
-        code=lib("pose"),
     output:
         h5="results/pose/{video}.h5",
         csv="results/pose/{video}.csv",
@@ -19,9 +18,9 @@ rule pose:
         "../envs/pose.yaml"
     threads: 2
     resources:
+        **gpu_resources(),
         mem_mb=6000,
         runtime=120,
-        gpu=gpu_request(),
     params:
         settings=pose_settings(),
     script:
@@ -35,7 +34,6 @@ rule pose_train:
     input:
         project=pose_source(),
         labels=pose_labels(),
-        code=lib("pose"),
     output:
         project=directory("results/pose/model/project"),
         marker="results/pose/model/trained.json",
@@ -47,9 +45,9 @@ rule pose_train:
         "../envs/pose.yaml"
     threads: 2
     resources:
+        **gpu_resources(),
         mem_mb=12000,
         runtime=720,
-        gpu=gpu_request(),
     params:
         settings=pose_settings(),
         seed=config["seed"],

@@ -7,12 +7,12 @@ rule train_retina:
     input:
         features=retina_features,
         responses=retina_responses,
-        code=lib("align", "deep/training", "deep/retina"),
     output:
         checkpoint="results/deep/retina/{experiment}/model.pt",
         metrics="results/deep/retina/{experiment}/metrics.csv",
         loss_curve="results/deep/retina/{experiment}/loss_curve.png",
         scores="results/deep/retina/{experiment}/scores.tsv",
+        scores_sidecar="results/deep/retina/{experiment}/scores.json",
     log:
         "results/logs/train_retina/{experiment}.log",
     benchmark:
@@ -23,9 +23,9 @@ rule train_retina:
         "../envs/deep.yaml"
     threads: 2
     resources:
+        **gpu_resources(),
         mem_mb=8000,
         runtime=240,
-        gpu=gpu_request(),
     params:
         settings=retina_config(),
         movies=retina_movies,
@@ -40,9 +40,9 @@ rule retina_cross_video:
     input:
         features=retina_features,
         responses=retina_responses,
-        code=lib("align", "deep/training", "deep/retina"),
     output:
         table="results/deep/retina/{experiment}/cross_video.tsv",
+        table_sidecar="results/deep/retina/{experiment}/cross_video.json",
     log:
         "results/logs/retina_cross_video/{experiment}.log",
     benchmark:
@@ -53,9 +53,9 @@ rule retina_cross_video:
         "../envs/deep.yaml"
     threads: 2
     resources:
+        **gpu_resources(),
         mem_mb=8000,
         runtime=480,
-        gpu=gpu_request(),
     params:
         settings=retina_config(),
         movies=retina_movies,

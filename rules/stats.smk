@@ -8,13 +8,13 @@ rule group_stats:
             model=wc.model,
             subject=fmri_subjects(wc.model),
         ),
-        code=lib("stats"),
     output:
         t="results/stats/{model}/t.nii.gz",
         p="results/stats/{model}/p.nii.gz",
         q="results/stats/{model}/q.nii.gz",
         fdr_mask="results/stats/{model}/fdr_mask.nii.gz",
         mean_r="results/stats/{model}/mean_r.nii.gz",
+        n_subjects="results/stats/{model}/n_subjects.nii.gz",
         summary="results/stats/{model}/summary.json",
     log:
         "results/logs/group_stats/{model}.log",
@@ -27,5 +27,6 @@ rule group_stats:
         subjects=lambda wc: fmri_subjects(wc.model),
         fdr_alpha=config["stats"]["fdr_alpha"],
         alternative=config["stats"]["alternative"],
+        min_subjects=config["stats"]["min_subjects"],
     script:
         "../scripts/group_stats.py"

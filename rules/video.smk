@@ -4,7 +4,6 @@
 rule probe:
     input:
         video=video_path,
-        code=lib("video"),
     output:
         "results/video/{video}/probe.json",
     log:
@@ -22,7 +21,6 @@ rule standardize:
     input:
         video=video_path,
         probe="results/video/{video}/probe.json",
-        code=lib("video"),
     output:
         "results/video/{video}/standard.mp4",
     log:
@@ -41,7 +39,7 @@ rule standardize:
         height=config["video"]["height"],
         color=config["video"]["color"],
         crf=config["video"]["crf"],
-        fps_override=lambda wc: VIDEOS.at[wc.video, "fps"] if "fps" in VIDEOS else None,
+        fps_override=lambda wc: video_value(wc.video, "fps"),
     script:
         "../scripts/standardize.py"
 
@@ -49,7 +47,6 @@ rule standardize:
 rule frames:
     input:
         video="results/video/{video}/standard.mp4",
-        code=lib("video"),
     output:
         directory("results/video/{video}/frames"),
     log:

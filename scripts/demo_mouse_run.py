@@ -33,6 +33,6 @@ inputs.update(
     {f"features_{e.video_id}": f for e, f in zip(events, snakemake.input.features, strict=True)}
 )
 attrs = {"provenance": io.provenance("demo_mouse_run", params, inputs), "modality": p.modality}
-io.write_table(snakemake.output.table, table)
+io.write_table(snakemake.output.table, table, provenance=attrs["provenance"])
 io.write_h5(snakemake.output.truth, run_truth, attrs, compression="gzip")
 log.info("wrote %s and %s", snakemake.output.table, snakemake.output.truth)

@@ -17,3 +17,9 @@ counts = write_labeled_frames(
     videos, snakemake.output[0], per_class=snakemake.params.per_class, seed=snakemake.params.seed
 )
 log.info("frames per label from %s: %s", snakemake.params.videos, counts)
+# The names v{index}_f{frame}.png say where each frame comes from; the classifier holds
+# out whole videos (2+ videos) or contiguous time blocks (one video) by them.
+log.info(
+    "frame names v<index>_f<frame>.png: %s",
+    ", ".join(f"v{i} = {video}" for i, video in enumerate(snakemake.params.videos)),
+)

@@ -22,3 +22,13 @@ log.info(
     info["duration"],
     len(info["audio"]),
 )
+if video["variable_frame_rate"]:
+    intervals = video["frame_interval_s"]
+    log.info(
+        "%s: variable frame rate (frame intervals %.1f-%.1f ms, median %.1f ms); standardize "
+        "resamples it by timestamps",
+        snakemake.input.video,
+        1e3 * intervals["min"],
+        1e3 * intervals["max"],
+        1e3 * intervals["median"],
+    )

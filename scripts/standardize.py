@@ -23,4 +23,12 @@ result = standardize(
         "standardize", params, {"video": snakemake.input.video}, ("av", "imageio-ffmpeg")
     ),
 )
-log.info("wrote %s (%d frames)", snakemake.output[0], result["video"]["frames"])
+log.info(
+    "wrote %s (%d frames at %s fps; source %s)",
+    snakemake.output[0],
+    result["video"]["frames"],
+    params["fps"],
+    "variable frame rate, resampled by timestamps"
+    if source["video"].get("variable_frame_rate")
+    else "constant frame rate",
+)

@@ -1,4 +1,7 @@
-"""Fine-tune a ViT image classifier on a labeled-frames folder (held-out F1, confusion matrix)."""
+"""Fine-tune a ViT image classifier on a labeled-frames folder (held-out F1, confusion matrix).
+
+Frames are held out by video or by time block when their names say where they come from.
+"""
 
 from neurovid.behavior.classifier import train_frame_classifier
 from neurovid.logs import script_logger
@@ -14,6 +17,7 @@ train_frame_classifier(
     batch_size=settings["batch_size"],
     held_out=settings["held_out"],
     seed=snakemake.params.seed,
+    split=settings.get("split"),
     device=settings["device"],
     class_weights=settings["class_weights"],
     threads=snakemake.threads,

@@ -11,8 +11,11 @@ on ``PATH`` points it at this cluster's file instead.
 
 The node advertises one GPU (``gpu:1`` backed by ``/dev/null``): SLURM then sets
 ``CUDA_VISIBLE_DEVICES`` in jobs that request a GPU, which is what the workflow
-test checks. Without slurmdbd there is no ``sacct``; status queries use ``squeue``,
-so finished jobs must stay visible for ``MIN_JOB_AGE`` seconds.
+test checks. The node is in two partitions, ``cpu`` (the default) and ``gpu``, as
+a cluster's CPU and GPU nodes would be, so a test sees which partition each job
+asked for (:meth:`SlurmCluster.job_records`). Without slurmdbd there is no
+``sacct``; status queries and those records use ``squeue``, so finished jobs stay
+visible for ``MIN_JOB_AGE`` seconds (longer than a test session's runs).
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from pathlib import Path
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 DAEMONS = ("/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/bin/sbatch")
-PARTITION = "debug"
-MIN_JOB_AGE = 300  # seconds a finished job stays in squeue (>= 3x the status-check delay)
+CPU_PARTITION = "cpu"  # Default=YES
+GPU_PARTITION = "gpu"
+MIN_JOB_AGE = 3600  # seconds a finished job stays in squeue (>= 3x the status-check delay)
 
 
 class ClusterUnavailable(RuntimeError):
@@ -142,7 +146,8 @@ ReturnToService=2
 SchedulerParameters=sched_interval=1
 MaxJobCount=100000
 NodeName={self.node} NodeAddr=127.0.0.1 {hardware} Gres=gpu:1 State=UNKNOWN
-PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
+PartitionName={CPU_PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
+PartitionName={GPU_PARTITION} Nodes={self.node} MaxTime=INFINITE State=UP
 """
         )
         # A GPU without File= is dropped and the node drains; /dev/null stands in for it.
@@ -210,8 +215,9 @@ PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=U
         return self
 
     def node_idle(self) -> bool:
-        state = self.run("sinfo", "-h", "-N", "-o", "%t").stdout.split()
-        return state == ["idle"]
+        # one line per partition the node is in
+        states = self.run("sinfo", "-h", "-N", "-o", "%t").stdout.split()
+        return bool(states) and set(states) == {"idle"}
 
     def wait_until(self, check, deadline_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + deadline_s
@@ -237,6 +243,24 @@ PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=U
         """Ids of all jobs the controller knows (running or finished less than MIN_JOB_AGE ago)."""
         done = self.run("squeue", "-h", "-t", "all", "-o", "%i")
         return set(done.stdout.split())
+
+    def job_records(self) -> dict[str, dict[str, str]]:
+        """What SLURM recorded of each job it knows: {job id: {partition, tres_per_job, tres_per_node}}.
+
+        ``--gpus=1`` shows as ``tres_per_job`` (e.g. ``gres:gpu:1``), ``--gres=gpu:1`` as
+        ``tres_per_node``; "N/A" where the job asked for none.
+        """
+        fields = ("JobID", "Partition", "tres-per-job", "tres-per-node")
+        done = self.run("squeue", "-h", "-t", "all", "-O", ",".join(f"{f}:|" for f in fields))
+        records = {}
+        for line in done.stdout.splitlines():
+            job, partition, per_job, per_node = (v.strip() for v in line.split("|")[:4])
+            records[job] = {
+                "partition": partition,
+                "tres_per_job": per_job,
+                "tres_per_node": per_node,
+            }
+        return records
 
     def stop(self, deadline_s: float = 15) -> None:
         """Cancel this cluster's jobs, then stop the daemons by their recorded PIDs."""

@@ -154,7 +154,8 @@ def test_mouse_run(videos, modality: str) -> None:
 def test_noise_ceiling_values() -> None:
     e = np.array([[0.0, 1], [1, 1], [2, 1]])
     o = np.array([[0.0, 3], [1, 2], [2, 1]])
-    np.testing.assert_allclose(R.noise_ceiling(e, o), [1.0, 0.0])
+    # a constant expectation has no correlation: NaN (neurovid.scoring's convention), not 0
+    np.testing.assert_allclose(R.noise_ceiling(e, o), [1.0, np.nan])
 
 
 # --------------------------------------------------------------------------- scripts
@@ -255,3 +256,38 @@ def test_mouse_demo_scripts(tmp_path: Path, feature_files) -> None:
     assert rec.responses.shape == (430, 50) and rec.sampling_rate == 10
     run_truth = R.read_truth(outputs["truth"])
     assert run_truth["modality"] == "calcium" and run_truth["expected"].shape == (430, 50)
+
+
+@pytest.mark.parametrize(
+    ("fps", "bin_s", "onsets"),
+    [(15.0, 0.1, (0.0, 7.3)), (30.0, 1.0, (2.05, 13.5)), (25.0, 2.0, (0.0, 4.0))],
+)
+def test_the_simulator_and_the_alignment_agree_on_the_time_contract(fps, bin_s, onsets) -> None:
+    """The demo's truth integrates the displayed frames itself (not with neurovid.align):
+    both must agree on the contract. Onsets are seconds from the start of the first
+    sample; sample i covers [i * T, (i + 1) * T); its feature is the integral of the
+    displayed frames' features over that window, divided by T."""
+    from neurovid.align import timeline_features
+    from neurovid.demo.responses import displayed_features
+
+    gen = np.random.default_rng(int(fps))
+    sets = {}
+    for name, n_frames in (("A", 97), ("B", 61)):
+        times = (np.arange(n_frames) + 0.5) / fps
+        attrs = {"fps": fps, "duration": n_frames / fps}
+        sets[name] = FeatureSet(gen.standard_normal((n_frames, 3)).astype(np.float32), times, attrs)
+    events = [StimulusEvent("A", onsets[0]), StimulusEvent("B", onsets[1])]
+    n_bins = int(np.ceil((onsets[1] + 61 / fps + 1.0) / bin_s))
+    simulated, covered = displayed_features(events, sets, bin_s, n_bins)
+    aligned = timeline_features(events, sets, (np.arange(n_bins) + 0.5) * bin_s)
+    np.testing.assert_allclose(aligned, simulated, atol=1e-5)
+    assert covered.sum() * bin_s == pytest.approx(97 / fps + 61 / fps)
+    # By hand: the first frame of B is on screen during [onset, onset + 1/fps).
+    one = {"A": FeatureSet(np.ones((1, 1), np.float32), np.array([0.5 / fps]), {"fps": fps})}
+    impulse, _ = displayed_features([StimulusEvent("A", onsets[1])], one, bin_s, n_bins)
+    start, stop = onsets[1], onsets[1] + 1 / fps
+    expected = np.zeros(n_bins)
+    for i in range(n_bins):
+        expected[i] = max(0.0, min(stop, (i + 1) * bin_s) - max(start, i * bin_s)) / bin_s
+    np.testing.assert_allclose(impulse[:, 0], expected, atol=1e-12)
+    assert expected[int(start // bin_s)] > 0 and expected[: int(start // bin_s)].sum() == 0

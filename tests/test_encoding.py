@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,9 @@ from neurovid.encoding import (
     fit_lasso_cv,
     fit_pca,
     fit_ridge_cv,
-    inner_splits,
     leave_one_run_out,
     score_predictions,
+    selection_splits,
     top_targets,
     zscore_runs,
 )
@@ -55,12 +56,21 @@ def test_leave_one_run_out_by_hand() -> None:
         assert test.tolist() == test_want
 
 
-def test_inner_splits_use_runs_or_the_halves_of_a_single_run() -> None:
-    assert [te.tolist() for _, te in inner_splits([2, 2])] == [[0, 1], [2, 3]]
-    assert [(tr.tolist(), te.tolist()) for tr, te in inner_splits([5])] == [
-        ([2, 3, 4], [0, 1]),
+def test_selection_splits_use_groups_or_the_halves_of_a_single_group() -> None:
+    assert [te.tolist() for _, te in selection_splits([2, 2], [[0], [1]])] == [[0, 1], [2, 3]]
+    assert [(tr.tolist(), te.tolist()) for tr, te in selection_splits([5], [[0]])] == [
         ([0, 1], [2, 3, 4]),
+        ([2, 3, 4], [0, 1]),
     ]
+    # Repeats of one stimulus are cut at the same stimulus time, with a gap of 1 sample
+    # on each side of the cut: alpha is never validated on the stimulus it was trained on.
+    splits = selection_splits([6, 7], [[0, 1]], gap=1)
+    assert [(tr.tolist(), te.tolist()) for tr, te in splits] == [
+        ([0, 1, 6, 7], [4, 5, 10, 11, 12]),
+        ([4, 5, 10, 11, 12], [0, 1, 6, 7]),
+    ]
+    with pytest.raises(InputError, match="too short to cut into two halves 3 samples apart"):
+        selection_splits([6, 6], [[0, 1]], gap=3)
 
 
 def test_zscore_runs_by_hand_and_constant_columns_become_zero() -> None:
@@ -338,6 +348,11 @@ def test_encode_script_writes_the_output_contract(tmp_path: Path) -> None:
 
     table = pd.read_csv(out / "scores.tsv", sep="\t")
     assert list(table.columns) == ["target", "r", "r2", "alpha", "i", "j", "k"]
+    # Both tables carry their provenance in a JSON sidecar, as the HDF5 files do in attrs.
+    for sidecar in ("scores.json", "metrics.json"):
+        meta = json.loads((out / sidecar).read_text())
+        assert meta["provenance"] == attrs["provenance"]
+        assert meta["model"] == "m" and meta["subject"] == "sub-01" and meta["runs"] == run_ids
     np.testing.assert_allclose(table["r"][:7], scores["r"][:7], atol=1e-5)
     assert table[["i", "j", "k"]].to_numpy().tolist() == scores["voxel_ijk"].tolist()
 
@@ -379,7 +394,7 @@ def test_encode_script_writes_the_output_contract(tmp_path: Path) -> None:
         **{n: str(tmp_path / "again" / f) for n, f in zip(names, files, strict=True)}
     )
     run_script(str(REPO / "scripts" / "encode.py"), init_globals={"snakemake": smk})
-    for f in files:
+    for f in (*files, "scores.json", "metrics.json"):
         assert (out / f).read_bytes() == (tmp_path / "again" / f).read_bytes(), f
 
 
@@ -419,10 +434,10 @@ def test_encode_script_with_one_run_fails_cleanly(tmp_path: Path) -> None:
 def test_repeats_are_held_out_together_and_give_the_noise_ceiling() -> None:
     """Runs 3 and 4 repeat one stimulus: one fold holds both out, and their
     explainable variance matches the simulation's signal / (signal + noise)."""
-    from neurovid.encoding import group_splits, metrics_table, repeat_groups
+    from neurovid.encoding import metrics_table, repeat_groups
 
     assert repeat_groups(["a", "b", "c", "c"], 4) == [[0], [1], [2, 3]]
-    splits = group_splits([2, 2, 3, 3], [[0], [1], [2, 3]])
+    splits = selection_splits([2, 2, 3, 3], [[0], [1], [2, 3]])
     assert [list(test) for _, test in splits] == [[0, 1], [2, 3], [4, 5, 6, 7, 8, 9]]
 
     rng = np.random.default_rng(4)
@@ -491,3 +506,82 @@ def test_banded_subject_model_attributes_targets_to_their_feature_space() -> Non
     assert result.gamma.shape == (2, n_targets) and result.bands == ["A", "B"]
     # Block-diagonal PCA: one band's components are zero on the other band's features.
     assert np.all(result.pca.components[:8, 8:] == 0) and np.all(result.pca.components[8:, :8] == 0)
+
+
+# --------------------------------------------------------------------------- leak-free selection
+
+
+def _selected_alpha(X_runs, Y_runs, splits, feature_model_rows):
+    """Alpha per target chosen on ``splits``, each split scored on features reduced by a
+    PCA fit on ``feature_model_rows(train rows)`` of the stacked runs."""
+    from neurovid.encoding import fit_estimator, fit_feature_model
+
+    stacked = np.concatenate(X_runs)
+    designs = []
+    for train, _ in splits:
+        model = fit_feature_model(stacked[feature_model_rows(train)], 0.9, [0, 1])
+        designs.append((model.stacked(X_runs), None))
+    full = fit_feature_model(stacked, 0.9, [0, 1]).stacked(X_runs)
+    fit = fit_estimator(
+        "ridge", full, np.concatenate(Y_runs), splits, np.logspace(-2, 5, 15), fold_designs=designs
+    )
+    return fit.alpha
+
+
+def test_a_signal_planted_only_in_the_validation_run_changes_nothing_in_the_chosen_alpha() -> None:
+    from neurovid.encoding import selection_designs
+
+    rng = np.random.default_rng(11)
+    weights = rng.standard_normal((10, 30)) / np.sqrt(10)
+    runs = simulated_runs(rng, weights, np.linspace(0.3, 3.0, 30), lengths=(120, 120, 120))
+    X_runs = [np.hstack([X, np.zeros((len(X), 1), np.float32)]) for _, X, _ in runs]
+    Y_runs = [Y for _, _, Y in runs]
+    # Train on runs 1-2, validate on run 3; plant a strong feature in run 3 only.
+    split = [(np.arange(240), np.arange(240, 360))]
+    planted_X = [X.copy() for X in X_runs]
+    planted_X[2][:, -1] = 50 * rng.standard_normal(120)
+
+    def inner_train_only(train):
+        return train
+
+    clean = _selected_alpha(X_runs, Y_runs, split, inner_train_only)
+    planted = _selected_alpha(planted_X, Y_runs, split, inner_train_only)
+    assert np.array_equal(clean, planted)
+    # The split's design is bit for bit the same on the training rows and on run 3.
+    before = selection_designs(X_runs, split, 0.9, [0, 1])[0][0]
+    after = selection_designs(planted_X, split, 0.9, [0, 1])[0][0]
+    assert np.array_equal(before, after)
+
+    # Fitting PCA on all the outer-training runs (the inner validation run included), as
+    # before this fix, lets the planted feature reshape the components and the alphas.
+    def all_rows(train):
+        return np.arange(360)
+
+    leaky_clean = _selected_alpha(X_runs, Y_runs, split, all_rows)
+    leaky_planted = _selected_alpha(planted_X, Y_runs, split, all_rows)
+    assert np.mean(leaky_clean != leaky_planted) > 0.2
+
+
+def test_repeats_of_one_stimulus_choose_alpha_on_halves_in_time(caplog) -> None:
+    # Runs 1 and 2 repeat stimulus a; run 3 shows b. The fold holding out run 3 has only
+    # repeats of a to choose alpha on: it must not train on one repeat and validate on the
+    # other (the same stimulus), so it validates on the second half of the movie.
+    rng = np.random.default_rng(2)
+    weights = rng.standard_normal((8, 5)) / np.sqrt(8)
+    runs = simulated_runs(rng, weights, 1.0, lengths=(200, 200, 200))
+    runs[1] = ("run-2", runs[0][1], (runs[0][1] @ weights).astype(np.float32) + 0.5)
+    caplog.set_level("INFO")
+    result = encode_subject(
+        runs,
+        estimator="ridge",
+        alphas=[0.1, 10.0, 1000.0],
+        pca_variance=1.0,
+        delays=[0, 1],
+        stimuli=["a", "a", "b"],
+    )
+    assert result.fold_runs == [[0, 1], [2]]
+    halves = [m for m in caplog.messages if "two halves in time" in m]
+    assert halves == [
+        "fold 1/2: alpha chosen on the two halves in time of run-3 (one stimulus among the training runs)",
+        "fold 2/2: alpha chosen on the two halves in time of run-1+run-2 (one stimulus among the training runs)",
+    ]

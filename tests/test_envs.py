@@ -11,10 +11,9 @@ envs hold third-party packages only.
 
 from __future__ import annotations
 
-import ast
 import importlib.metadata
+import os
 import re
-import sys
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -22,6 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 from packaging.requirements import Requirement
+
+from neurovid.imports import code_digest, imports_of, script_imports
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
@@ -62,66 +63,13 @@ def rule_blocks() -> dict[str, dict[str, Path]]:
     return rules
 
 
-def module_file(module: str) -> Path | None:
-    """The source file of a neurovid module (package __init__ or module.py)."""
-    base = SRC.joinpath(*module.split("."))
-    for candidate in (base / "__init__.py", base.with_suffix(".py")):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def is_type_checking(node: ast.If) -> bool:
-    return isinstance(node.test, ast.Name | ast.Attribute) and "TYPE_CHECKING" in ast.unparse(
-        node.test
-    )
-
-
-def imports_of(path: Path) -> set[str]:
-    """Absolute module names a file imports (anywhere in it, but not under TYPE_CHECKING)."""
-    found: set[str] = set()
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and is_type_checking(node):
-            return
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            found.add(node.module)
-            # `from neurovid import io` imports the submodule neurovid.io
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(ast.parse(path.read_text(), filename=str(path)))
-    return found
-
-
-@cache
 def third_party_imports(path: Path) -> frozenset[str]:
-    """Top-level third-party modules a script needs, following imports into neurovid."""
-    needed: set[str] = set()
-    seen: set[Path] = set()
-    todo = [path]
-    while todo:
-        current = todo.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        for module in imports_of(current):
-            top = module.split(".")[0]
-            if top == "neurovid":
-                parts = module.split(".")
-                # the module and every package on its way (their __init__ runs too)
-                for depth in range(1, len(parts) + 1):
-                    source = module_file(".".join(parts[:depth]))
-                    if source:
-                        todo.append(source)
-            elif top == "snakemake":
-                continue  # the script preamble provides it in every env
-            elif top not in sys.stdlib_module_names and top != "__future__":
-                needed.add(top)
-    return frozenset(needed)
+    """Top-level third-party modules a script needs, following its imports into neurovid.
+
+    The same walk gives each rule its `code` param (rules/common.smk). snakemake is left
+    out: the script preamble provides it in every env.
+    """
+    return script_imports(path.resolve(), SRC).third_party - {"snakemake"}
 
 
 @cache
@@ -253,3 +201,98 @@ def test_env_files_use_conda_forge_and_python_311() -> None:
 def test_the_base_install_has_no_torch_or_deeplabcut() -> None:
     base = {normalize(Requirement(r).name) for r in pyproject()["project"]["dependencies"]}
     assert not base & {"torch", "torchvision", "deeplabcut", "tensorflow"}
+
+
+def library_tree(root: Path) -> Path:
+    """A small neurovid package and a script using it (src/ and scripts/ under root)."""
+    files = {
+        "src/neurovid/__init__.py": "",
+        "src/neurovid/errors.py": "class InputError(ValueError): ...\n",
+        # relative import and a third-party one
+        "src/neurovid/a.py": "import numpy\n\nfrom . import b\n",
+        "src/neurovid/b.py": "from neurovid.errors import InputError\n",
+        # a package: its __init__ runs, and its relative import is followed
+        "src/neurovid/pkg/__init__.py": "from .c import run\n",
+        # an import inside a function still runs when the function does
+        "src/neurovid/pkg/c.py": "def run():\n    import torch\n",
+        # only for type checkers: never imported at run time
+        "src/neurovid/typed.py": "import h5py\n",
+        "src/neurovid/unused.py": "import scipy\n",
+        "scripts/step.py": (
+            "from typing import TYPE_CHECKING\n\nimport yaml\n\n"
+            "from neurovid.a import b\nfrom neurovid.pkg import c\n\n"
+            "if TYPE_CHECKING:\n    from neurovid import typed\nelse:\n    import json\n"
+        ),
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_the_walk_follows_packages_relative_and_lazy_imports_but_not_type_checking(
+    tmp_path: Path,
+) -> None:
+    root = library_tree(tmp_path)
+    src = root / "src"
+    found = script_imports(root / "scripts/step.py", src)
+    assert [str(p.relative_to(src)) for p in found.library] == [
+        "neurovid/__init__.py",
+        "neurovid/a.py",
+        "neurovid/b.py",
+        "neurovid/errors.py",
+        "neurovid/pkg/__init__.py",
+        "neurovid/pkg/c.py",
+    ]
+    assert found.third_party == {"numpy", "torch", "yaml"}
+    assert imports_of(src / "neurovid/pkg/__init__.py", src) == {
+        "neurovid.pkg.c",
+        "neurovid.pkg.c.run",
+    }
+
+
+def test_the_code_digest_changes_with_the_contents_the_script_reaches(tmp_path: Path) -> None:
+    def digest(name: str, change=None) -> str:  # type: ignore[no-untyped-def]
+        root = library_tree(tmp_path / name)  # a fresh copy per case (results are cached)
+        if change:
+            change(root / "src/neurovid")
+        return code_digest(root / "scripts/step.py", root / "src")
+
+    def append(module: str):  # type: ignore[no-untyped-def]
+        return lambda lib: (lib / module).write_text((lib / module).read_text() + "# edited\n")
+
+    def touch(lib: Path) -> None:
+        os.utime(lib / "b.py", (1, 1))
+
+    reference = digest("copy")
+    assert reference.startswith("sha256:") and digest("another-copy") == reference
+    assert digest("touched", touch) == reference  # same bytes: nothing to re-run
+    assert digest("unused-edited", append("unused.py")) == reference
+    assert digest("typed-edited", append("typed.py")) == reference
+    assert digest("b-edited", append("b.py")) != reference  # reached through a relative import
+    assert digest("c-edited", append("pkg/c.py")) != reference
+
+
+def test_every_rule_script_reaches_the_library_it_runs() -> None:
+    # The modules the hand-written lists missed (encode: ridge.py; deep, retina and
+    # behavior rules: the device and model-loading helpers, now neurovid/models.py, and
+    # features/qwen2vl.py) are reached by the walk.
+    library = {
+        rule: {str(p.relative_to(SRC)) for p in script_imports(block["script"], SRC).library}
+        for rule, block in RULES.items()
+        if "script" in block
+    }
+    assert (
+        "neurovid/ridge.py" in library["encode"]
+        and "neurovid/ridge.py" in library["encode_trained"]
+    )
+    for rule in ("train_retina", "train_sensorium", "behavior_frames", "train_frame_classifier"):
+        assert "neurovid/models.py" in library[rule], rule
+    for rule in ("behavior_frames", "train_frame_classifier"):  # frame streaming
+        assert "neurovid/features/runtime.py" in library[rule], rule
+    # the deep encoders no longer reach the feature extractors' module
+    for rule in ("train_retina", "train_sensorium", "encode_trained"):
+        assert "neurovid/features/runtime.py" not in library[rule], rule
+    for rule in ("actions", "train_actions"):
+        assert "neurovid/features/qwen2vl.py" in library[rule], rule
+    assert all("neurovid/io.py" in files for files in library.values())

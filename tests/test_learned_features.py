@@ -382,3 +382,27 @@ def test_config_sections_are_validated(repo: Path) -> None:
     typo["features"]["vivit"]["strides"] = 8
     with pytest.raises(WorkflowError, match="strides"):
         validate(typo, str(repo / "schemas/config.schema.yaml"))
+
+
+def test_video_shorter_than_one_clip_rejected(
+    video: Path, models: dict[str, Path], tmp_path: Path
+) -> None:
+    """45 frames; clips of 8 frames every 8 span 57: an error naming the setting, and no file."""
+    out = tmp_path / "x.h5"
+    with pytest.raises(InputError) as info:
+        slowfast_features(
+            video, out, checkpoint=str(models["slowfast"]), clip_frames=8, sampling_rate=8,
+            size=32, arch=SLOWFAST_ARCH, device="cpu",
+        )  # fmt: skip
+    assert str(info.value) == (
+        f"{video} [features.slowfast.clip_frames]: the video has 45 frame(s) (3.000 s at 15 fps), "
+        "fewer than the 57 frames one clip of 8 every 8 spans. Fix: lower "
+        "features.slowfast.clip_frames or features.slowfast.sampling_rate (a clip spans "
+        "(clip_frames - 1) x sampling_rate + 1 frames), or use a longer video."
+    )
+    with pytest.raises(InputError, match=r"\[features.qwen2vl.clip_frames\].*fewer than the 57"):
+        qwen2vl_features(
+            video, out, model=str(models["qwen2vl"]), clip_frames=8, sampling_rate=8,
+            height=56, width=56, device="cpu",
+        )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []

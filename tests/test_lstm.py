@@ -16,6 +16,7 @@ from neurovid.deep.lstm import (
     LSTMEncoder,
     LSTMTrainer,
     choose_loss,
+    training_rows,
     validation_split,
     window_starts,
 )
@@ -145,6 +146,12 @@ def test_lstm_beats_the_mean_predictor_and_uses_the_ridge_splits(tmp_path: Path)
     )
     for a, b in zip(result.predictions, again.predictions, strict=True):
         np.testing.assert_array_equal(a, b)
+    # Resumed, not retrained (a retrain with the same seed would predict the same): every
+    # fold and the refit start from their last checkpoint, with no epoch to run.
+    assert [row["resumed_from"] for row in result.fold_training] == [None] * 4
+    assert [row["resumed_from"] for row in again.fold_training] == [
+        row["epochs_run"] for row in result.fold_training
+    ]
 
 
 def test_poisson_lstm_on_spike_counts_beats_the_mean_predictor(tmp_path: Path) -> None:
@@ -169,15 +176,17 @@ def test_poisson_lstm_on_spike_counts_beats_the_mean_predictor(tmp_path: Path) -
     assert float(np.nanmean(result.r)) > 0.35
 
 
-def test_loss_choice_and_config_errors() -> None:
+def test_loss_choice_and_config_errors(caplog: pytest.LogCaptureFixture) -> None:
     log = logging.getLogger("test")
     counts, zscored = np.ones((5, 2)), np.array([[-1.0], [1.0]])
     assert choose_loss(LSTMConfig(modality="spikes"), counts, log) == "poisson"
-    assert choose_loss(LSTMConfig(modality="spikes"), zscored, log) == "mse"
+    with caplog.at_level(logging.INFO, logger="test"):
+        assert choose_loss(LSTMConfig(modality="spikes"), zscored, log) == "mse"
+    assert "loss auto: mse (responses have negative values)" in caplog.text
     assert choose_loss(LSTMConfig(modality="calcium"), counts, log) == "mse"
-    with pytest.raises(InputError, match="negative values") as err:
+    with pytest.raises(InputError, match="50.0% of the training responses are negative") as err:
         choose_loss(LSTMConfig(loss="poisson"), zscored, log)
-    assert "zscore_runs" in str(err.value)
+    assert "zscore_runs" in str(err.value) and "loss: mse" in str(err.value)
     with pytest.raises(InputError, match=r"encoding.models.m.burn_in_s"):
         LSTMConfig.from_model(
             {"window_s": 1, "burn_in_s": 2}, sampling_rate=10, modality="spikes", seed=0,
@@ -201,6 +210,12 @@ def test_validation_is_the_smallest_inner_group_or_run_tails() -> None:
     assert [int(x[0, 0]) for x in tx] == [0, 2, 3]
     tx, _, vx, _ = validation_split(designs[:2], targets[:2], [[0, 1]])
     assert [len(x) for x in tx] == [8, 6] and [len(x) for x in vx] == [2, 2]
+    assert training_rows([10, 8, 8, 12], [[0], [1], [2, 3]]) == [
+        slice(0, 10),
+        slice(0, 0),
+        slice(0, 8),
+        slice(0, 12),
+    ]
     assert window_starts(100, 40, 30, 7) == [7, 37]
     assert window_starts(20, 40, 30, 7) == [0]
 
@@ -300,3 +315,47 @@ def test_model_comparison_figure_plots_each_models_mean_r(tmp_path: Path) -> Non
     with Image.open(png) as image:
         meta = json.loads(image.text["Description"])
     assert meta["plotted"] == mean_r and meta["step"] == "test"
+
+
+class RecordingTrainer:
+    """The LSTM trainer, keeping the designs and training rows of each fit."""
+
+    def __init__(self, trainer: LSTMTrainer) -> None:
+        self.trainer, self.fir_delays, self.calls = trainer, trainer.fir_delays, []
+        self.weights_layout = trainer.weights_layout
+
+    def training_rows(self, lengths, inner_groups):
+        return self.trainer.training_rows(lengths, inner_groups)
+
+    def fit(self, designs, Y_runs, inner_groups, out_dir, title, log):
+        self.calls.append((designs, self.training_rows([len(y) for y in Y_runs], inner_groups)))
+        return self.trainer.fit(designs, Y_runs, inner_groups, out_dir, title, log)
+
+
+def test_the_feature_model_never_sees_the_early_stopping_validation_run(tmp_path: Path) -> None:
+    runs, keys = simulate(n_runs=4, n_samples=120)
+    # Run 2 (one of the two smallest groups) validates early stopping in the folds that
+    # train on it; its features sit far from the others'.
+    runs[1] = (runs[1][0], runs[1][1] + 5.0, runs[1][2])
+    config = tiny_config(tmp_path, train=TrainSettings(max_epochs=2, seed=0, device="cpu"))
+    trainer = RecordingTrainer(LSTMTrainer(config))
+    encode_subject(
+        runs,
+        estimator="lstm",
+        alphas=[],
+        pca_variance=1.0,
+        delays=[0],
+        stimuli=keys,
+        trainer=trainer,
+        train_dir=tmp_path / "training",
+    )
+    assert len(trainer.calls) == 4  # three folds and the final refit
+    validated_on_run_2 = 0
+    for designs, rows in trainer.calls:
+        train = np.concatenate([d[r] for d, r in zip(designs, rows, strict=True)])
+        # z-scoring + PCA fit on exactly these rows: their scores are centred
+        np.testing.assert_allclose(train.mean(axis=0), 0, atol=1e-4)
+        validated_on_run_2 += any(
+            r.stop == 0 and abs(d.mean()) > 1 for d, r in zip(designs, rows, strict=True)
+        )
+    assert validated_on_run_2 >= 2  # the final refit and the fold holding out run 1

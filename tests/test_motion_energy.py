@@ -151,3 +151,36 @@ def test_non_integer_fps_rejected(tmp_path: Path) -> None:
     write_video(grating_frames(6), path, 29.97)
     with pytest.raises(InputError, match=r"29.97 fps.*integer"):
         motion_energy(path, chunk_frames=8, **SETTINGS)
+
+
+def test_too_short_video_rejected_before_any_output(tmp_path: Path) -> None:
+    """pymoten's temporal filters span int(15 * 2/3) = 10 frames: 9 are too few, 10 enough."""
+    one = tmp_path / "one.mp4"
+    write_video(grating_frames(1), one, FPS)
+    out = tmp_path / "results" / "one.h5"
+    out.parent.mkdir()
+    smk = SimpleNamespace(
+        input=Namedlist(fromdict={"video": str(one)}),
+        output=Namedlist([str(out)]),
+        params=Namedlist(fromdict={"settings": {**SETTINGS, "chunk_frames": 16}}),
+        log=Namedlist([str(tmp_path / "one.log")]),
+        threads=1,
+    )
+    with pytest.raises(InputError) as info:
+        run_script(str(REPO / "scripts" / "motion_energy.py"), init_globals={"snakemake": smk})
+    assert str(info.value) == (
+        f"{one} [features.motion_energy]: the video has 1 frame(s) (0.067 s at 15 fps), fewer "
+        "than the 10 frames motion energy needs at 15 fps: pymoten's temporal filters span 10 "
+        "frames (about 2/3 s), and in a shorter video no output frame has the filters' full "
+        "support. Fix: use a stimulus video of at least 0.67 s, or take motion_energy out of "
+        "`features.extractors` and of the encoding models' `features`."
+    )
+    assert list(out.parent.iterdir()) == []
+    for n, ok in ((9, False), (10, True)):
+        path = tmp_path / f"{n}.mp4"
+        write_video(grating_frames(n), path, FPS)
+        if ok:
+            assert motion_energy(path, **SETTINGS)[0].shape == (10, 221)
+        else:
+            with pytest.raises(InputError, match=r"has 9 frame\(s\).*fewer than the 10"):
+                motion_energy(path, **SETTINGS)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -438,6 +440,23 @@ def test_cross_video_both_directions(movies, tmp_path) -> None:
         rt.cross_video([loaded(movies, "movA")], settings, tmp_path)
 
 
+def test_poisson_loss_on_negative_responses_stops_naming_file_and_fix(movies, tmp_path) -> None:
+    movie = loaded(movies, "movA")
+    dff = replace(  # dF/F-like: below zero
+        movie,
+        responses=movie.responses - movie.responses.mean(),
+        source={**movie.source, "responses": "rec/movA_dff.h5"},
+    )
+    with pytest.raises(InputError) as err:
+        rt.train_retina([dff], TINY, tmp_path / "state")
+    message = str(err.value)
+    assert "rec/movA_dff.h5" in message and "deep.retina.loss" in message
+    assert "negative" in message and "deep.retina.loss: rmse" in message
+    assert not (tmp_path / "state").exists()  # stopped before training
+    # rmse accepts them
+    rt.check_loss([dff], replace(TINY, loss="rmse"))
+
+
 def test_rule_script_writes_every_output(movies, tmp_path, repo) -> None:
     features, responses, _ = movies["movA"]
     out = tmp_path / "results"
@@ -469,6 +488,9 @@ def test_rule_script_writes_every_output(movies, tmp_path, repo) -> None:
     run_script(str(repo / "scripts" / "train_retina.py"), {"snakemake": Job})
     scores = pd.read_csv(output["scores"], sep="\t")
     assert scores["movie"].tolist() == ["movA"] * N_CELLS
+    sidecar = json.loads((out / "scores.json").read_text())  # the table's provenance
+    assert sidecar["provenance"]["step"] == "train_retina"
+    assert sidecar["provenance"]["params"]["movies"] == ["movA"]
     assert len(pd.read_csv(output["metrics"])) == 2
     log = (tmp_path / "train.log").read_text()
     assert "movA: 4 trials x 600 bins x 6 cells at 30 Hz, 12 feature columns, RF positions" in log

@@ -15,7 +15,9 @@ from neurovid.ridge import (
     banded_ridge_cv,
     explainable_variance,
     folds_from_splits,
+    refit_costs,
     ridge_cv,
+    route_costs,
     space_slices,
     split_r2,
 )
@@ -45,7 +47,7 @@ def himalaya_ridge(X, Y, splits, alphas):
 
 
 @pytest.mark.parametrize("shape", [(300, 40, 200), (120, 300, 150)], ids=["tall", "wide"])
-@pytest.mark.parametrize("route", ["blocks", "scores"])
+@pytest.mark.parametrize("route", ["blocks", "scores", "cholesky"])
 def test_agrees_with_himalaya_in_float64(shape, route):
     X, Y = make_problem(*shape)
     splits = thirds(shape[0])
@@ -71,7 +73,59 @@ def test_auto_route_and_float32_close_to_float64():
     assert f32.coef.dtype == np.float32
     assert np.mean(f32.alpha == f64.alpha) >= 0.99
     np.testing.assert_allclose(f32.coef, f64.coef, atol=1e-4)
-    assert ridge_cv(*make_problem(60, 90, 5), thirds(60), ALPHAS, backend="numpy").route == "scores"
+    assert (
+        ridge_cv(*make_problem(60, 90, 500), thirds(60), ALPHAS, backend="numpy").route == "scores"
+    )
+
+
+def test_the_route_follows_the_work():
+    # A wide design with few targets (50 neurons): a Cholesky factorization per alpha
+    # is cheaper than an eigendecomposition; with many targets the shared eigen basis wins.
+    few = route_costs(n_train=2560, n_val=1280, n_features=3078, n_targets=50, n_alphas=3)
+    assert min(few, key=few.get) == "cholesky"
+    many = route_costs(n_train=2560, n_val=1280, n_features=3078, n_targets=50_000, n_alphas=7)
+    assert min(many, key=many.get) == "scores"
+    tall = route_costs(n_train=3840, n_val=1280, n_features=1026, n_targets=50, n_alphas=7)
+    assert min(tall, key=tall.get) == "blocks"  # not the 3840 x 3840 kernel
+    # The refit takes one factorization per alpha in use when few are.
+    assert min(refit_costs(5120, 3888, 50, 3).items(), key=lambda kv: kv[1])[0] == "cholesky"
+    assert min(refit_costs(3000, 500, 50_000, 7).items(), key=lambda kv: kv[1])[0] == "eigen"
+    X, Y = make_problem(90, 200, 4, seed=5)
+    fit = ridge_cv(X, Y, thirds(90), ALPHAS[:3], backend="numpy", dtype="float64")
+    assert (fit.route, fit.refit_route) == ("cholesky", "cholesky")
+    ref = ridge_cv(X, Y, thirds(90), ALPHAS[:3], backend="numpy", dtype="float64", route="scores")
+    assert np.array_equal(fit.alpha, ref.alpha)
+    np.testing.assert_allclose(fit.cv_scores, ref.cv_scores, rtol=1e-9)
+    np.testing.assert_allclose(fit.coef, ref.coef, atol=1e-10)
+
+
+@pytest.mark.parametrize("route", ["blocks", "scores", "cholesky"])
+def test_fold_designs_score_each_fold_on_its_own_design(route):
+    # Each fold has a design of its own (e.g. a PCA fit on its training rows) and its
+    # splits need not partition the rows (a gap between training and validation rows).
+    rng = np.random.default_rng(4)
+    X, Y = make_problem(150, 12, 20, seed=6)
+    splits = [(np.arange(0, 70), np.arange(80, 150)), (np.arange(80, 150), np.arange(0, 70))]
+    designs = [X @ rng.standard_normal((12, 9)) for _ in splits]
+    fit = ridge_cv(
+        X, Y, splits, ALPHAS, fold_designs=designs, dtype="float64", backend="numpy", route=route
+    )
+    expected = np.zeros((len(ALPHAS), Y.shape[1]))
+    for (train, test), D in zip(splits, designs, strict=True):
+        xm, ym = D[train].mean(0), Y[train].mean(0)
+        Dt = D[train] - xm
+        for j, a in enumerate(ALPHAS):
+            beta = np.linalg.solve(Dt.T @ Dt + a * np.eye(9), Dt.T @ (Y[train] - ym))
+            expected[j] -= ((Y[test] - (D[test] - xm) @ beta - ym) ** 2).mean(0)
+    np.testing.assert_allclose(fit.cv_scores, expected / 2, rtol=1e-9)
+    # The refit is on X, all rows.
+    xm = X.mean(0)
+    Xc = X - xm
+    t = 3
+    beta = np.linalg.solve(Xc.T @ Xc + fit.alpha[t] * np.eye(12), Xc.T @ (Y[:, t] - Y[:, t].mean()))
+    np.testing.assert_allclose(fit.coef[:, t], beta, atol=1e-10)
+    with pytest.raises(ValueError, match="both trained and validated"):
+        ridge_cv(X, Y, [(np.arange(100), np.arange(90, 150))], ALPHAS, fold_designs=[X])
 
 
 def test_matches_direct_solve_and_materialized_scores():

@@ -45,6 +45,7 @@ from neurovid.deep.vivit_lora import (
 )
 from neurovid.errors import InputError
 from neurovid.io import read_h5, write_h5
+from neurovid.scoring import repeat_groups
 
 REPO = Path(__file__).resolve().parents[1]
 H, W, T, PAD = 12, 16, 40, 5  # frame size, valid frames per trial, NaN padding (Sensorium)
@@ -96,7 +97,7 @@ def test_correlation_to_average_by_hand() -> None:
     r = metrics.correlation_to_average(y, p, stimuli, skip=0, per_neuron=True)
     assert r == pytest.approx([2 / np.sqrt(5), 0.0], abs=1e-7)
     assert metrics.correlation_to_average(y, p, stimuli, skip=0) == pytest.approx(1 / np.sqrt(5))
-    assert metrics.repeat_groups(stimuli) == [[0, 1], [3, 4]]
+    assert repeat_groups(stimuli, min_size=2) == [[0, 1], [3, 4]]
     # Repeats of unequal length are cut to the shortest.
     longer = [np.concatenate([t, t[-1:] * 0 + 99]) if i == 0 else t for i, t in enumerate(y)]
     longer_p = [np.concatenate([t, t[-1:]]) if i == 0 else t for i, t in enumerate(p)]
@@ -420,6 +421,9 @@ def test_outputs_log_and_checkpoints(trained: SimpleNamespace) -> None:
         and summary["mice"]["m2"]["test_trials"] == 10
     )
     assert summary["provenance"]["step"] == "train_sensorium"
+    for mouse in ("m1", "m2"):  # each score table's JSON sidecar
+        sidecar = json.loads((out / "scores" / f"{mouse}.json").read_text())
+        assert sidecar["mouse"] == mouse and sidecar["provenance"]["step"] == "train_sensorium"
     assert "running on cpu (no CUDA device in use), plain LoRA on fp32 base weights" in trained.log
     # The weights file rebuilds the same model (base backbone from its directory).
     reloaded = load_model(out / "model.pt", device="cpu")
@@ -512,6 +516,28 @@ def test_4bit_qlora_path_trains_on_cpu(data: SimpleNamespace, tmp_path: Path) ->
     )
     assert result.summary["quantized_4bit"] is True and result.train.epochs_run == 1
     assert np.isfinite(result.scores["m1"]["single_trial_correlation"]).all()
+
+
+def test_negative_responses_stop_the_poisson_model(tmp_path: Path) -> None:
+    """dF/F-like responses (below zero) cannot be fit with the Poisson loss: an InputError."""
+    from neurovid.deep.training import TrainSettings
+
+    root = tmp_path / "m1"
+    write_sensorium_mouse(root, np.random.default_rng(1), 6)
+    for path in (root / "data/responses").glob("*.npy"):
+        np.save(path, np.load(path) - 0.5)
+    with pytest.raises(InputError) as err:
+        fit_sensorium(
+            [load_sensorium_mouse(root)],
+            ModelSettings(backbone="unused"),
+            DataSettings(),
+            TrainSettings(max_epochs=1, device="cpu"),
+            tmp_path / "work",
+        )
+    message = str(err.value)
+    assert str(root) in message and "deep.sensorium responses" in message
+    assert "negative" in message and "not dF/F or z-scored traces" in message
+    assert not (tmp_path / "work").exists()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

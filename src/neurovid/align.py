@@ -3,9 +3,12 @@
 Every model goes through the same two steps:
 
 1. :func:`timeline_features` places each video's features at its onset in the
-   recording, resamples them to the response sample times (averaging the
-   frames inside each sample window; linear interpolation when the features
-   are sparser than the samples) and leaves zeros where no video plays.
+   recording and resamples them to the response samples, following the BIDS
+   conventions: onsets are seconds from the start of the first sample, sample
+   ``i`` covers ``[i * T, (i + 1) * T)``, and a sample's feature is the time
+   integral of the displayed frames' features over its window divided by ``T``
+   (linear interpolation when the features are sparser than the samples);
+   zeros where no video plays.
 2. :func:`add_delays` stacks time-shifted copies (finite impulse response),
    so a linear model can learn the response lag, e.g. the hemodynamic delay
    of fMRI, without assuming a response shape.
@@ -109,34 +112,38 @@ def timeline_features(
 def _resample_event(
     fs: FeatureSet, onset: float, video_end: float, target_times: np.ndarray, period: float
 ) -> np.ndarray:
-    """One video's features on the target bins (zeros outside the video)."""
-    n_bins, n_dims = len(target_times), fs.features.shape[1]
-    absolute = onset + fs.times
-    lo_edges = target_times - period / 2
-    hi_edges = target_times + period / 2
-    covered = (
-        np.clip(np.minimum(hi_edges, video_end) - np.maximum(lo_edges, onset), 0.0, None) / period
+    """One video's features on the target bins (zeros outside the video).
+
+    Each feature row stands for the stretch of video around its time (from the
+    midpoint to the previous row to the midpoint to the next; the first row from
+    the video's start, the last to its end: for per-frame features, exactly the
+    frame's display interval). A bin's value is the time integral of these rows
+    over the bin's window divided by the bin's length, so a bin the video half
+    covers gets half the features. Rows sparser than the bins are interpolated
+    linearly at the bin centres instead (scaled by the covered share).
+    """
+    times = np.asarray(fs.times, dtype=np.float64)
+    values = np.asarray(fs.features, dtype=np.float64)
+    lo_edges = target_times - period / 2 - onset  # bin windows in video time
+    hi_edges = lo_edges + period
+    duration = video_end - onset
+    if len(times) >= 2 and np.median(np.diff(times)) > period:
+        covered = np.clip(np.minimum(hi_edges, duration) - np.maximum(lo_edges, 0.0), 0.0, None)
+        centres = target_times - onset
+        columns = [np.interp(centres, times, values[:, d]) for d in range(values.shape[1])]
+        return np.stack(columns, axis=1) * (covered / period)[:, None]
+    edges = np.concatenate([[0.0], (times[:-1] + times[1:]) / 2, [duration]])
+    cumulative = np.concatenate(
+        [np.zeros((1, values.shape[1])), np.cumsum(values * np.diff(edges)[:, None], axis=0)]
     )
 
-    # Average of the feature rows falling in each bin.
-    bins = np.floor((absolute - lo_edges[0]) / period).astype(np.int64)
-    inside = (bins >= 0) & (bins < n_bins)
-    sums = np.zeros((n_bins, n_dims))
-    np.add.at(sums, bins[inside], fs.features[inside].astype(np.float64))
-    counts = np.bincount(bins[inside], minlength=n_bins).astype(np.float64)
-    result = np.zeros((n_bins, n_dims))
-    has_rows = counts > 0
-    result[has_rows] = sums[has_rows] / counts[has_rows, None]
+    def integral(t: np.ndarray) -> np.ndarray:
+        """Integral of the piecewise-constant features from the video's start to ``t``."""
+        t = np.clip(t, 0.0, duration)
+        k = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, len(values) - 1)
+        return cumulative[k] + (t - edges[k])[:, None] * values[k]
 
-    # Bins the video covers but no feature row falls in (features sparser than
-    # samples): interpolate linearly, holding the first/last value to the edges.
-    needs = (covered > 0) & ~has_rows
-    if needs.any():
-        t = target_times[needs]
-        result[needs] = np.stack(
-            [np.interp(t, absolute, fs.features[:, d]) for d in range(n_dims)], axis=1
-        )
-    return result * covered[:, None]
+    return (integral(hi_edges) - integral(lo_edges)) / period
 
 
 def delay_samples(delays_s: Sequence[float], sampling_rate: float) -> list[int]:

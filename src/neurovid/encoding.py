@@ -75,10 +75,11 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Lasso
 from threadpoolctl import threadpool_limits
 
-from neurovid import io
+from neurovid import io, scoring
 from neurovid.align import add_delays
 from neurovid.errors import InputError
 from neurovid.ridge import banded_ridge_cv, explainable_variance, ridge_cv, split_r2
+from neurovid.scoring import pearson_r
 
 #: One run of a subject: (run id, features X [T_r, D], responses Y [T_r, N]).
 Run = tuple[str, np.ndarray, np.ndarray]
@@ -91,6 +92,9 @@ DEEP_ESTIMATORS = ("lstm",)
 #: Coordinate-descent epochs per LASSO fit (see :func:`fit_lasso_cv`); a model's
 #: config may override it with ``max_iter``.
 LASSO_MAX_ITER = 100
+
+#: PCA eigendecomposes the feature covariance up to this many features (else: SVD).
+PCA_EIGH_MAX = 4096
 
 #: Feature-space weightings searched by banded ridge (a model's ``n_iter`` overrides it).
 BANDED_N_ITER = 20
@@ -121,15 +125,40 @@ def _held_out_splits(lengths: Sequence[int], groups: Sequence[Sequence[int]]) ->
     return splits
 
 
-def inner_splits(run_lengths: Sequence[int]) -> Splits:
-    """Splits for choosing alpha: leave-one-run-out, or two halves of a single run."""
-    if len(run_lengths) >= 2:
-        return leave_one_run_out(run_lengths)
-    n = int(run_lengths[0])
-    half = n // 2
-    if half < 1:
-        raise ValueError(f"a single run of {n} samples is too short to choose alpha")
-    return leave_one_run_out([half, n - half])
+def selection_splits(
+    lengths: Sequence[int], groups: Sequence[Sequence[int]], gap: int = 0
+) -> Splits:
+    """Splits for choosing the regularisation (the inner CV), over runs stacked in order.
+
+    Never validated on a stimulus it was trained on:
+
+    * two or more groups of repeats (``groups``: run indices; one run each without
+      repeats): leave one group out, so all repeats of a stimulus are validated together;
+    * one group only (a single run, or repeats of one stimulus): each run of it is
+      cut at the same time (half the shortest run, the same stimulus time for
+      repeats); the first parts train and the second parts validate, then the
+      reverse. ``gap`` samples on each side of the cut belong to neither (set it
+      to the longest FIR delay, so no validated response was driven by trained-on
+      stimulus, and no trained-on response by validated stimulus).
+
+    Raises:
+        InputError: the runs are too short to be cut.
+    """
+    if len(groups) >= 2:
+        return _held_out_splits(lengths, groups)
+    group = sorted(groups[0])
+    bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    cut = min(int(lengths[i]) for i in group) // 2
+    if cut - gap < 1:
+        raise InputError(
+            None,
+            f"the training runs ({', '.join(str(lengths[i]) for i in group)} samples) are too short to cut into two halves {gap} samples apart for choosing alpha.",
+            "record longer runs or more runs with different stimuli.",
+            field="recording_id",
+        )
+    first = np.concatenate([np.arange(bounds[i], bounds[i] + cut - gap) for i in group])
+    second = np.concatenate([np.arange(bounds[i] + cut + gap, bounds[i + 1]) for i in group])
+    return [(first, second), (second, first)]
 
 
 def zscore_runs(Y: np.ndarray, run_lengths: Sequence[int]) -> np.ndarray:
@@ -174,18 +203,36 @@ def fit_pca(X_train: np.ndarray, share: float) -> PCAModel:
     """Z-score features on ``X_train`` and keep the fewest PCs explaining >= ``share``.
 
     ``share`` is in (0, 1]; ``1`` keeps every component. Uses scikit-learn's
-    exact PCA solvers with their deterministic sign convention.
+    exact PCA solvers with their deterministic sign convention. Features that
+    are constant on ``X_train`` carry no variance there: they get zero loadings,
+    so whatever values they take on other rows (e.g. a validation run) cannot
+    enter the projection.
+
+    Raises:
+        InputError: every feature is constant on ``X_train``.
     """
     if not 0 < share <= 1:
         raise ValueError(f"pca_variance must be in (0, 1], got {share}")
     X = np.asarray(X_train, dtype=np.float64)
     mean = X.mean(axis=0)
     scale = X.std(axis=0)
-    scale[np.ptp(X, axis=0) == 0] = 1.0
-    Z = (X - mean) / scale
-    # Eigendecomposition of the D x D covariance when rows outnumber features (3-4x
-    # faster than the SVD of Z); exact SVD otherwise. Both are deterministic.
-    solver = "covariance_eigh" if Z.shape[0] >= Z.shape[1] else "full"
+    varying = np.ptp(X, axis=0) > 0
+    scale[~varying] = 1.0
+    if not varying.any():
+        raise InputError(
+            None,
+            f"all {X.shape[1]} features are constant over the {X.shape[0]} training samples.",
+            "check the aligned features of these runs (an extractor that failed, or no video in the timeline).",
+            field="features",
+        )
+    Z = (X[:, varying] - mean[varying]) / scale[varying]
+    # Eigendecomposition of the D x D covariance: 3-4x faster than the SVD of Z down to
+    # half as many rows as features (the inner CV fits PCA on one run); the exact SVD of
+    # Z (cost ~ rows^2 x D) below that, 3-5x faster there (fMRI: a few hundred TRs of
+    # ~2,000 motion-energy features), and for very wide inputs. Both are deterministic.
+    n_rows, n_features = Z.shape
+    few_rows = 2 * n_rows < n_features
+    solver = "full" if few_rows or n_features > max(n_rows, PCA_EIGH_MAX) else "covariance_eigh"
     pca = PCA(svd_solver=solver).fit(Z)
     ratio = np.asarray(pca.explained_variance_ratio_, dtype=np.float64)
     if share >= 1:
@@ -194,32 +241,28 @@ def fit_pca(X_train: np.ndarray, share: float) -> PCAModel:
         # Fewest components whose cumulative share reaches `share` (tolerating rounding).
         k = int(np.searchsorted(np.cumsum(ratio), share - 1e-12, side="left")) + 1
         k = min(k, len(ratio))
-    return PCAModel(mean, scale, pca.components_[:k].copy(), ratio[:k].copy())
+    components = np.zeros((k, X.shape[1]))
+    components[:, varying] = pca.components_[:k]
+    return PCAModel(mean, scale, components, ratio[:k].copy())
 
 
 # --------------------------------------------------------------------------- scores
 
 
 def score_predictions(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pearson r and R² per column (float64).
+    """Pearson r (:func:`neurovid.scoring.pearson_r`) and R² per column (float64).
 
     r is NaN where the recorded or the predicted column is constant; R² is NaN
     where the recorded column is constant (its variance is the denominator).
     """
     yt = np.asarray(y_true, dtype=np.float64)
     yp = np.asarray(y_pred, dtype=np.float64)
-    const_true = np.ptp(yt, axis=0) == 0
-    const_pred = np.ptp(yp, axis=0) == 0
     tc = yt - yt.mean(axis=0)
-    pc = yp - yp.mean(axis=0)
     ss_true = (tc**2).sum(axis=0)
-    ss_pred = (pc**2).sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        r = (tc * pc).sum(axis=0) / np.sqrt(ss_true * ss_pred)
         r2 = 1.0 - ((yt - yp) ** 2).sum(axis=0) / ss_true
-    r[const_true | const_pred] = np.nan
-    r2[const_true] = np.nan
-    return r, r2
+    r2[np.ptp(yt, axis=0) == 0] = np.nan
+    return pearson_r(yt, yp), r2
 
 
 def _nanmean(a: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -262,8 +305,10 @@ def fit_ridge_cv(
     chunk_size: int | None = None,
     backend: str = "auto",
     route: str = "auto",
+    fold_designs: Sequence[np.ndarray] | None = None,
 ) -> LinearFit:
-    """Ridge with a per-target alpha chosen by CV over ``splits`` (:func:`neurovid.ridge.ridge_cv`).
+    """Ridge with a per-target alpha chosen by CV over ``splits`` (:func:`neurovid.ridge.ridge_cv`;
+    ``fold_designs``: a design per split to score it on).
 
     float32, one decomposition per split shared by all targets and alphas,
     every alpha scored from projected quantities, then refit on all rows with
@@ -276,11 +321,12 @@ def fit_ridge_cv(
         np.asarray(Y, dtype=np.float32),
         splits,
         alphas,
+        fold_designs=fold_designs,
         chunk_size=chunk_size,
         backend=backend,
         route=route,
     )
-    _log.debug("ridge: %s backend, %s route", fit.backend, fit.route)
+    _log.debug("ridge: %s backend, %s CV route, %s refit", fit.backend, fit.route, fit.refit_route)
     return LinearFit(coef=fit.coef, intercept=fit.intercept, alpha=fit.alpha)
 
 
@@ -350,8 +396,10 @@ def fit_lasso_cv(
     max_iter: int = LASSO_MAX_ITER,
     tol: float = 1e-4,
     n_jobs: int = 1,
+    fold_designs: Sequence[np.ndarray] | None = None,
 ) -> LinearFit:
-    """LASSO (scikit-learn) with a per-target alpha chosen by CV over ``splits``.
+    """LASSO (scikit-learn) with a per-target alpha chosen by CV over ``splits``
+    (each scored on its own design from ``fold_designs`` when given, refit on ``X``).
 
     For each split, one multi-target ``Lasso`` fit per alpha, from the largest
     alpha down (warm start), on the split's centred training rows and their
@@ -376,12 +424,13 @@ def fit_lasso_cv(
     scores = np.zeros((len(splits), len(alphas), n_targets))
     not_converged = 0
     for s, (train, test) in enumerate(splits):
-        Xc, Yc, x_mean, y_mean, gram = _centre(X[train], Y[train])
+        D = X if fold_designs is None else np.asarray(fold_designs[s], dtype=np.float64)
+        Xc, Yc, x_mean, y_mean, gram = _centre(D[train], Y[train])
         coef = None
         for j in order:
             coef, n = _lasso_targets(Xc, Yc, gram, alphas[j], coef, **options)
             not_converged += n
-            pred = (X[test] - x_mean) @ coef.T + y_mean
+            pred = (D[test] - x_mean) @ coef.T + y_mean
             scores[s, j] = -((Y[test] - pred) ** 2).mean(axis=0)
     best = np.argmax(scores.mean(axis=0), axis=0)
 
@@ -421,11 +470,17 @@ def fit_estimator(
     spaces: Sequence[np.ndarray] | None = None,
     n_iter: int = BANDED_N_ITER,
     seed: int = 0,
+    fold_designs: Sequence[tuple[np.ndarray, Sequence[np.ndarray] | None]] | None = None,
 ) -> LinearFit:
     """Dispatch to ridge, banded ridge (``spaces``: column indices of each feature
-    space; ``n_iter`` space weightings searched) or LASSO (``max_iter``)."""
+    space; ``n_iter`` space weightings searched) or LASSO (``max_iter``).
+
+    ``fold_designs``: optional ``(design, spaces)`` per split, each split scored on
+    its own design; the returned model is fit on ``X`` (all rows).
+    """
+    designs = None if fold_designs is None else [d for d, _ in fold_designs]
     if estimator == "ridge":
-        return fit_ridge_cv(X, Y, splits, alphas)
+        return fit_ridge_cv(X, Y, splits, alphas, fold_designs=designs)
     if estimator == "banded_ridge":
         if not spaces:
             raise ValueError("banded_ridge needs the feature spaces' columns")
@@ -435,12 +490,15 @@ def fit_estimator(
             splits,
             spaces,
             alphas,
+            fold_designs=fold_designs,
             n_iter=n_iter,
             seed=seed,
         )
         return LinearFit(coef=fit.coef, intercept=fit.intercept, alpha=fit.alpha, gamma=fit.gamma)
     if estimator == "lasso":
-        return fit_lasso_cv(X, Y, splits, alphas, n_jobs=n_jobs, max_iter=max_iter)
+        return fit_lasso_cv(
+            X, Y, splits, alphas, n_jobs=n_jobs, max_iter=max_iter, fold_designs=designs
+        )
     raise ValueError(f"unknown estimator {estimator!r}; use one of {ESTIMATORS}")
 
 
@@ -575,28 +633,59 @@ def band_columns(widths: Sequence[int], n_delays: int) -> list[np.ndarray]:
     ]
 
 
-def _fold_design(
-    runs: Sequence[Run],
-    train_runs: Sequence[int],
+@dataclass
+class FeatureModel:
+    """Features -> design matrix, learnt on some rows: z-scoring and PCA (one per feature
+    space for banded ridge), then FIR delays applied to each run on its own."""
+
+    pca: PCAModel
+    delays: list[int]
+    spaces: list[np.ndarray] | None = None  # banded ridge: columns of each space in the design
+
+    def design(self, X_run: np.ndarray) -> np.ndarray:
+        """The delayed PCA scores of one run's features [T_r, D] -> [T_r, P * n_delays]."""
+        return add_delays(self.pca.transform(X_run), self.delays)
+
+    def stacked(self, X_runs: Sequence[np.ndarray]) -> np.ndarray:
+        return np.concatenate([self.design(X) for X in X_runs])
+
+
+def fit_feature_model(
+    X_fit: np.ndarray,
     pca_variance: float,
     delays: Sequence[int],
     bands: Sequence[int] | None = None,
-) -> tuple[PCAModel, list[np.ndarray], list[np.ndarray] | None]:
-    """PCA fit on the training runs (one per band for banded ridge), then each run
-    projected and delayed on its own. Returns the band columns of the design too."""
-    X_train = np.concatenate([runs[i][1] for i in train_runs])
-    spaces = None
+) -> FeatureModel:
+    """Fit z-scoring + PCA on the rows ``X_fit`` (raw features; one PCA per band)."""
     if bands:
-        pca, widths = fit_banded_pca(X_train, pca_variance, bands)
-        spaces = band_columns(widths, len(delays))
-    else:
-        pca = fit_pca(X_train, pca_variance)
-    designs = [add_delays(pca.transform(X), list(delays)) for _, X, _ in runs]
-    return pca, designs, spaces
+        pca, widths = fit_banded_pca(X_fit, pca_variance, bands)
+        return FeatureModel(pca, list(delays), band_columns(widths, len(delays)))
+    return FeatureModel(fit_pca(X_fit, pca_variance), list(delays))
+
+
+def selection_designs(
+    X_runs: Sequence[np.ndarray],
+    splits: Splits,
+    pca_variance: float,
+    delays: Sequence[int],
+    bands: Sequence[int] | None = None,
+) -> list[tuple[np.ndarray, list[np.ndarray] | None]]:
+    """The design (and band columns) each selection split is scored on.
+
+    Per split, the feature model (z-scoring and PCA) is fit on that split's training
+    rows of the stacked runs only, then every run is projected and delayed on its
+    own. A validation run never shapes the features it is validated with.
+    """
+    stacked = np.concatenate(X_runs)
+    designs = []
+    for train, _ in splits:
+        model = fit_feature_model(stacked[train], pca_variance, delays, bands)
+        designs.append((model.stacked(X_runs), model.spaces))
+    return designs
 
 
 def repeat_groups(stimuli: Sequence[str] | None, n_runs: int) -> list[list[int]]:
-    """Runs grouped by identical stimulus sequence (repeats), in first-appearance order.
+    """Runs grouped by identical stimulus sequence (:func:`neurovid.scoring.repeat_groups`).
 
     ``None`` (or all distinct) gives one run per group: leave-one-run-out.
     """
@@ -604,22 +693,7 @@ def repeat_groups(stimuli: Sequence[str] | None, n_runs: int) -> list[list[int]]
         return [[i] for i in range(n_runs)]
     if len(stimuli) != n_runs:
         raise ValueError(f"{len(stimuli)} stimulus keys for {n_runs} runs")
-    groups: dict[str, list[int]] = {}
-    for i, key in enumerate(stimuli):
-        groups.setdefault(str(key), []).append(i)
-    return list(groups.values())
-
-
-def group_splits(lengths: Sequence[int], groups: Sequence[Sequence[int]]) -> Splits:
-    """Leave-one-group-out splits over runs stacked in order (``groups``: run indices).
-
-    Repeats of one stimulus are validated together, so no fold trains on the
-    stimulus it is scored on. One group only: leave one run out (or the halves of
-    a single run, :func:`inner_splits`).
-    """
-    if len(groups) < 2:
-        return inner_splits(lengths)
-    return _held_out_splits(lengths, groups)
+    return scoring.repeat_groups(stimuli)
 
 
 def subject_ev(Y_runs: Sequence[np.ndarray], groups: Sequence[Sequence[int]]) -> np.ndarray | None:
@@ -637,6 +711,243 @@ def subject_ev(Y_runs: Sequence[np.ndarray], groups: Sequence[Sequence[int]]) ->
         return None
     stacked = np.asarray(values)
     return np.average(np.where(np.isfinite(stacked), stacked, np.nan), axis=0, weights=weights)
+
+
+@dataclass
+class _Subject:
+    """One subject's runs and what is fixed before any fit (targets, repeat groups)."""
+
+    runs: list[Run]
+    Y_runs: list[np.ndarray]
+    lengths: list[int]
+    constant: np.ndarray  # [N] constant over all runs: not modelled
+    active: np.ndarray  # indices of the modelled targets
+    groups: list[list[int]]  # runs with the same stimulus sequence (outer folds)
+    ev: np.ndarray | None
+    band_widths: list[int] | None
+    band_names: list[str]
+
+
+@dataclass
+class _Settings:
+    """How every fit of the subject is made (the same in each fold and in the refit)."""
+
+    estimator: str
+    alphas: Sequence[float]
+    pca_variance: float
+    delays: list[int]
+    options: dict[str, Any]  # fit_estimator keywords (threads, LASSO epochs, banded search)
+    trainer: Any = None
+    train_dir: io.PathLike | None = None
+
+    @property
+    def trained(self) -> bool:
+        return self.estimator in DEEP_ESTIMATORS
+
+
+@dataclass
+class _Fitted:
+    """A model fit on some runs: its feature model and regression (None: no target to fit)."""
+
+    features: FeatureModel
+    fit: Any
+    training: dict[str, Any] | None = None
+
+
+def _prepare(
+    runs: Sequence[Run],
+    stimuli: Sequence[str] | None,
+    bands: Sequence[tuple[str, int]] | None,
+    estimator: str,
+    log: logging.Logger,
+) -> _Subject:
+    """Check the runs, find constant targets and the groups of repeats, estimate the ceiling."""
+    n_dims, n_targets = _check_runs(runs)
+    band_widths = None
+    if estimator == "banded_ridge":
+        if not bands or sum(w for _, w in bands) != n_dims:
+            raise ValueError(
+                f"banded_ridge needs bands covering the {n_dims} feature columns, got {bands}"
+            )
+        band_widths = [int(w) for _, w in bands]
+    Y_runs = [np.asarray(Y, dtype=np.float32) for _, _, Y in runs]
+    constant = np.ptp(np.concatenate(Y_runs), axis=0) == 0
+    if constant.any():
+        log.warning(
+            "%d of %d targets are constant over all runs: not modelled, scores NaN",
+            int(constant.sum()),
+            n_targets,
+        )
+    groups = repeat_groups(stimuli, len(runs))
+    if len(groups) < 2:
+        raise InputError(
+            None,
+            f"all {len(runs)} runs show the same stimulus sequence: no fold could be scored on a stimulus it was not trained on.",
+            "record runs with different stimuli (repeats are used for the noise ceiling).",
+            field="stimulus",
+        )
+    return _Subject(
+        runs=list(runs),
+        Y_runs=Y_runs,
+        lengths=[len(Y) for Y in Y_runs],
+        constant=constant,
+        active=np.flatnonzero(~constant),
+        groups=groups,
+        ev=subject_ev(Y_runs, groups),
+        band_widths=band_widths,
+        band_names=[name for name, _ in bands] if band_widths and bands else [],
+    )
+
+
+def _fit_on_runs(
+    subject: _Subject,
+    settings: _Settings,
+    train_runs: Sequence[int],
+    out_dir: str,
+    title: str,
+    log: logging.Logger,
+) -> _Fitted:
+    """Fit the model on the runs ``train_runs`` only.
+
+    Fitted here, on those runs: feature z-scoring and PCA, then the regression with
+    each target's alpha chosen by an inner CV (:func:`selection_splits`) in which
+    every split has a feature model of its own, fit on that split's training rows,
+    so no validation run shapes the features it is scored on. (Responses are
+    z-scored per run beforehand, the field's convention: :func:`load_subject`.)
+    """
+    X_runs = [subject.runs[i][1] for i in train_runs]
+    inner_groups = _reindex([g for g in subject.groups if set(g) <= set(train_runs)], train_runs)
+    rows = [slice(None)] * len(X_runs)
+    if settings.trained:  # early stopping validates on rows the feature model must not see
+        rows = settings.trainer.training_rows([len(X) for X in X_runs], inner_groups)
+    features = fit_feature_model(
+        np.concatenate([X[r] for X, r in zip(X_runs, rows, strict=True)]),
+        settings.pca_variance,
+        settings.delays,
+        subject.band_widths,
+    )
+    active = subject.active
+    if not active.size:
+        return _Fitted(features, None)
+    Y_fit = [subject.Y_runs[i][:, active] for i in train_runs]
+    if settings.trained:
+        designs = [features.design(X) for X in X_runs]
+        fit = settings.trainer.fit(designs, Y_fit, inner_groups, out_dir, title, log)
+        return _Fitted(features, fit, _training_row(fit))
+    lengths = [subject.lengths[i] for i in train_runs]
+    splits = selection_splits(lengths, inner_groups, gap=max(abs(d) for d in settings.delays))
+    if len(inner_groups) < 2:
+        log.info(
+            "%s: alpha chosen on the two halves in time of %s (one stimulus among the training runs)",
+            title,
+            "+".join(subject.runs[i][0] for i in train_runs),
+        )
+    fold_designs = selection_designs(
+        X_runs, splits, settings.pca_variance, settings.delays, subject.band_widths
+    )
+    fit = fit_estimator(
+        settings.estimator,
+        features.stacked(X_runs),
+        np.concatenate(Y_fit),
+        splits,
+        settings.alphas,
+        spaces=features.spaces,
+        fold_designs=fold_designs,
+        **settings.options,
+    )
+    return _Fitted(features, fit)
+
+
+@dataclass
+class _FoldScores:
+    """One outer fold's held-out scores and sizes."""
+
+    r: np.ndarray
+    r2: np.ndarray
+    alpha: np.ndarray
+    split: np.ndarray | None
+    predictions: dict[int, np.ndarray]
+    n_components: int
+    n_train: int
+    n_test: int
+    seconds: float
+    training: dict[str, Any] | None
+
+
+def _outer_fold(
+    subject: _Subject,
+    settings: _Settings,
+    k: int,
+    held_out: Sequence[int],
+    log: logging.Logger,
+) -> _FoldScores:
+    """Fit on every run but the group ``held_out``, then predict and score that group."""
+    t0 = time.perf_counter()
+    n_folds, n_targets = len(subject.groups), len(subject.constant)
+    train_runs = [i for i in range(len(subject.runs)) if i not in held_out]
+    fitted = _fit_on_runs(
+        subject,
+        settings,
+        train_runs,
+        f"{settings.train_dir}/fold-{k + 1}",
+        f"fold {k + 1}/{n_folds}",
+        log,
+    )
+    Y_train_mean = np.concatenate([subject.Y_runs[i] for i in train_runs]).mean(axis=0)
+    alpha = np.full(n_targets, np.nan)
+    if fitted.fit is not None and not settings.trained:
+        alpha[subject.active] = fitted.fit.alpha
+    per_run = [_score_run(subject, fitted, i, Y_train_mean) for i in held_out]
+    split = None
+    if subject.band_widths:
+        split = _nanmean(np.asarray([s for _, _, _, s in per_run]), axis=0)
+    scores = _FoldScores(
+        r=_nanmean(np.asarray([r for r, _, _, _ in per_run]), axis=0),
+        r2=_nanmean(np.asarray([r2 for _, r2, _, _ in per_run]), axis=0),
+        alpha=alpha,
+        split=split,
+        predictions={i: pred for i, (_, _, pred, _) in zip(held_out, per_run, strict=True)},
+        n_components=fitted.features.pca.n_components,
+        n_train=int(sum(subject.lengths[i] for i in train_runs)),
+        n_test=int(sum(subject.lengths[i] for i in held_out)),
+        seconds=time.perf_counter() - t0,
+        training=fitted.training,
+    )
+    log.info(
+        "fold %d/%d (held out %s): %d PCs x %d delays, %d train / %d test samples, mean r %.4f, %.1f s",
+        k + 1,
+        n_folds,
+        "+".join(subject.runs[i][0] for i in held_out),
+        scores.n_components,
+        len(settings.delays),
+        scores.n_train,
+        scores.n_test,
+        _nan_stat(scores.r, np.mean),
+        scores.seconds,
+    )
+    return scores
+
+
+def _score_run(
+    subject: _Subject, fitted: _Fitted, i: int, fallback: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Held-out (r, R², prediction, split R²) of run ``i``. Targets the model does not
+    fit are predicted by the training mean (``fallback``) and scored NaN."""
+    active, constant = subject.active, subject.constant
+    Y = subject.Y_runs[i]
+    pred = np.repeat(fallback[None, :], len(Y), axis=0)
+    design = fitted.features.design(subject.runs[i][1]) if fitted.fit is not None else None
+    if design is not None:
+        pred[:, active] = fitted.fit.predict(design)
+    r, r2 = score_predictions(Y, pred)
+    r[constant], r2[constant] = np.nan, np.nan
+    split = None
+    spaces = fitted.features.spaces
+    if spaces and design is not None:
+        parts = np.stack([design[:, cols] @ fitted.fit.coef[cols] for cols in spaces])
+        split = np.full((len(spaces), len(constant)), np.nan)
+        split[:, active] = split_r2(Y[:, active], parts)
+    return r, r2, pred.astype(np.float32), split
 
 
 def encode_subject(
@@ -658,9 +969,14 @@ def encode_subject(
 ) -> EncodingResult:
     """Fit and cross-validate one subject's encoding model (see module docstring).
 
+    Steps: :func:`_prepare` (checks, constant targets, repeat groups, noise
+    ceiling), then per outer fold :func:`_outer_fold` (fit on the other groups
+    with :func:`_fit_on_runs`, score the held-out group), then the final refit on
+    all runs, whose weights and alphas are reported.
+
     Args:
         runs: ``(run_id, X [T_r, D], Y [T_r, N])`` per run, in a fixed order.
-        estimator: ``ridge``, ``banded_ridge`` or ``lasso``.
+        estimator: ``ridge``, ``banded_ridge``, ``lasso`` or ``lstm``.
         alphas: regularisation strengths searched per target.
         pca_variance: share of feature variance PCA keeps (1 keeps all).
         delays: FIR delays in samples (see :func:`neurovid.align.delay_samples`).
@@ -673,6 +989,9 @@ def encode_subject(
         n_iter, seed: banded ridge's search over space weightings.
         log: progress logger (fold k/F and seconds).
         trainer: ``estimator: lstm``: an object with ``fir_delays`` (bool),
+            ``training_rows(lengths, inner_groups)`` (per run, the slice of rows that
+            trains rather than validates early stopping; the feature model is fit on
+            those rows only),
             ``weights_layout`` (str) and ``fit(designs, Y_runs, inner_groups, out_dir,
             title, log)`` returning a fit with ``predict(X)``, ``state_arrays()``,
             ``training`` (a TrainResult) and ``loss`` (:class:`neurovid.deep.lstm.LSTMTrainer`).
@@ -680,7 +999,8 @@ def encode_subject(
             fold ``k`` (1-based) go to ``train_dir/fold-k``, the refit's to ``train_dir/final``.
 
     Raises:
-        InputError: fewer than 2 runs, or runs whose shapes disagree.
+        InputError: fewer than 2 runs, runs whose shapes disagree, all runs repeats of
+            one stimulus, or runs too short to choose alpha.
     """
     log = log or _log
     if estimator not in ESTIMATORS + DEEP_ESTIMATORS:
@@ -689,198 +1009,99 @@ def encode_subject(
         )
     if len(delays) == 0:
         raise ValueError("need at least one delay")
-    trained = estimator in DEEP_ESTIMATORS
-    if trained:
+    settings = _Settings(
+        estimator,
+        alphas,
+        pca_variance,
+        [int(d) for d in delays],
+        {"n_jobs": n_jobs, "max_iter": max_iter, "n_iter": n_iter, "seed": seed},
+        trainer,
+        train_dir,
+    )
+    if settings.trained:
         if trainer is None or train_dir is None:
             raise ValueError(f"estimator {estimator} needs a trainer and a train_dir")
         if not trainer.fir_delays:
-            delays = [0]  # the recurrence learns the lag from the PCA scores themselves
-    fold_training: list[dict[str, Any]] = []
-    n_dims, n_targets = _check_runs(runs)
-    band_widths = None
-    if estimator == "banded_ridge":
-        if not bands or sum(w for _, w in bands) != n_dims:
-            raise ValueError(
-                f"banded_ridge needs bands covering the {n_dims} feature columns, got {bands}"
-            )
-        band_widths = [int(w) for _, w in bands]
-    lengths = [len(Y) for _, _, Y in runs]
-    Y_runs = [np.asarray(Y, dtype=np.float32) for _, _, Y in runs]
-    Y_all = np.concatenate(Y_runs)
-    constant = np.ptp(Y_all, axis=0) == 0
-    active = np.flatnonzero(~constant)
-    if constant.any():
-        log.warning(
-            "%d of %d targets are constant over all runs: not modelled, scores NaN",
-            int(constant.sum()),
-            n_targets,
-        )
-    groups = repeat_groups(stimuli, len(runs))
-    if len(groups) < 2:
-        raise InputError(
-            None,
-            f"all {len(runs)} runs show the same stimulus sequence: no fold could be scored on a stimulus it was not trained on.",
-            "record runs with different stimuli (repeats are used for the noise ceiling).",
-            field="stimulus",
-        )
-    ev = subject_ev(Y_runs, groups)
-    n_folds = len(groups)
-    r_folds = np.full((n_folds, n_targets), np.nan)
-    r2_folds = np.full((n_folds, n_targets), np.nan)
-    alpha_folds = np.full((n_folds, n_targets), np.nan)
-    split_folds = (
-        np.full((n_folds, len(band_widths or []), n_targets), np.nan) if band_widths else None
-    )
-    predictions: list[np.ndarray] = [np.empty(0)] * len(runs)
-    n_components: list[int] = []
-    n_train: list[int] = []
-    n_test: list[int] = []
-    fold_seconds: list[float] = []
-    fit_options = {"n_jobs": n_jobs, "max_iter": max_iter, "n_iter": n_iter, "seed": seed}
-
+            settings.delays = [0]  # the recurrence learns the lag from the PCA scores themselves
+    subject = _prepare(runs, stimuli, bands, estimator, log)
     with threadpool_limits(limits=max(1, int(n_jobs))):
-        for k, held_out in enumerate(groups):
-            t0 = time.perf_counter()
-            train_runs = [i for i in range(len(runs)) if i not in held_out]
-            pca, designs, spaces = _fold_design(runs, train_runs, pca_variance, delays, band_widths)
-            X_train = np.concatenate([designs[i] for i in train_runs])
-            Y_train = np.concatenate([Y_runs[i] for i in train_runs])
-            inner_groups = _reindex([g for g in groups if g is not held_out], train_runs)
-            fit = None
-            if active.size and trained:
-                fit = trainer.fit(
-                    [designs[i] for i in train_runs],
-                    [Y_runs[i][:, active] for i in train_runs],
-                    inner_groups,
-                    f"{train_dir}/fold-{k + 1}",
-                    f"fold {k + 1}/{n_folds}",
-                    log,
-                )
-                fold_training.append(_training_row(fit))
-            elif active.size:
-                inner = group_splits([lengths[i] for i in train_runs], inner_groups)
-                fit = fit_estimator(
-                    estimator,
-                    X_train,
-                    Y_train[:, active],
-                    inner,
-                    alphas,
-                    spaces=spaces,
-                    **fit_options,
-                )
-                alpha_folds[k, active] = fit.alpha
-            per_run_r, per_run_r2, per_run_split = [], [], []
-            for i in held_out:
-                pred = np.repeat(Y_train.mean(axis=0, keepdims=True), lengths[i], axis=0)
-                if fit is not None:
-                    pred[:, active] = fit.predict(designs[i])
-                r, r2 = score_predictions(Y_runs[i], pred)
-                r[constant], r2[constant] = np.nan, np.nan
-                per_run_r.append(r)
-                per_run_r2.append(r2)
-                predictions[i] = pred.astype(np.float32)
-                if split_folds is not None and fit is not None:
-                    parts = np.stack([designs[i][:, cols] @ fit.coef[cols] for cols in spaces])
-                    shares = np.full((len(spaces), n_targets), np.nan)
-                    shares[:, active] = split_r2(Y_runs[i][:, active], parts)
-                    per_run_split.append(shares)
-            r_folds[k] = _nanmean(np.asarray(per_run_r), axis=0)
-            r2_folds[k] = _nanmean(np.asarray(per_run_r2), axis=0)
-            if per_run_split:
-                split_folds[k] = _nanmean(np.asarray(per_run_split), axis=0)
-            n_components.append(pca.n_components)
-            n_test.append(int(sum(lengths[i] for i in held_out)))
-            n_train.append(int(len(Y_train)))
-            fold_seconds.append(time.perf_counter() - t0)
-            log.info(
-                "fold %d/%d (held out %s): %d PCs x %d delays, %d train / %d test samples, mean r %.4f, %.1f s",
-                k + 1,
-                n_folds,
-                "+".join(runs[i][0] for i in held_out),
-                pca.n_components,
-                len(delays),
-                n_train[-1],
-                n_test[-1],
-                _nan_stat(r_folds[k], np.mean),
-                fold_seconds[-1],
-            )
-
+        folds = [
+            _outer_fold(subject, settings, k, held_out, log)
+            for k, held_out in enumerate(subject.groups)
+        ]
         t0 = time.perf_counter()
-        pca, designs, spaces = _fold_design(
-            runs, range(len(runs)), pca_variance, delays, band_widths
+        final = _fit_on_runs(
+            subject, settings, range(len(runs)), f"{train_dir}/final", "final refit", log
         )
-        X_all = np.concatenate(designs)
-        weights = np.zeros((X_all.shape[1], n_targets), dtype=np.float32)
-        intercept = Y_all.mean(axis=0).astype(np.float32)
-        alpha = np.full(n_targets, np.nan)
-        gamma = np.full((len(band_widths), n_targets), np.nan) if band_widths else None
-        model_arrays: dict[str, np.ndarray] = {}
-        if active.size and trained:
-            fit = trainer.fit(
-                designs,
-                [Y[:, active] for Y in Y_runs],
-                groups,
-                f"{train_dir}/final",
-                "final refit",
-                log,
-            )
-            fold_training.append(_training_row(fit))
-            model_arrays = fit.state_arrays()
-        elif active.size:
-            fit = fit_estimator(
-                estimator,
-                X_all,
-                Y_all[:, active],
-                group_splits(lengths, groups),
-                alphas,
-                spaces=spaces,
-                **fit_options,
-            )
-            weights[:, active] = fit.coef
-            intercept[active] = fit.intercept
-            alpha[active] = fit.alpha
-            if gamma is not None and fit.gamma is not None:
-                gamma[:, active] = fit.gamma
         log.info(
             "final refit on all %d runs: %d PCs x %d delays, %.1f s",
             len(runs),
-            pca.n_components,
-            len(delays),
+            final.features.pca.n_components,
+            len(settings.delays),
             time.perf_counter() - t0,
         )
-    if ev is not None:
+    if subject.ev is not None:
         log.info(
             "noise ceiling from repeated stimuli: mean explainable variance %.4f",
-            _nan_stat(ev, np.mean),
+            _nan_stat(subject.ev, np.mean),
         )
+    return _result(subject, settings, folds, final)
 
+
+def _result(
+    subject: _Subject, settings: _Settings, folds: Sequence[_FoldScores], final: _Fitted
+) -> EncodingResult:
+    """Assemble the folds' scores and the final refit's parameters."""
+    n_targets, active = len(subject.constant), subject.active
+    features = final.features
+    n_columns = features.pca.n_components * len(settings.delays)
+    weights = np.zeros((n_columns, n_targets), dtype=np.float32)
+    intercept = np.concatenate(subject.Y_runs).mean(axis=0).astype(np.float32)
+    alpha = np.full(n_targets, np.nan)
+    gamma = np.full((len(subject.band_widths), n_targets), np.nan) if subject.band_widths else None
+    model_arrays: dict[str, np.ndarray] = {}
+    if final.fit is not None and settings.trained:
+        model_arrays = final.fit.state_arrays()
+    elif final.fit is not None:
+        weights[:, active] = final.fit.coef
+        intercept[active] = final.fit.intercept
+        alpha[active] = final.fit.alpha
+        if gamma is not None and final.fit.gamma is not None:
+            gamma[:, active] = final.fit.gamma
+    predictions: list[np.ndarray] = [np.empty(0)] * len(subject.runs)
+    for fold in folds:
+        for i, pred in fold.predictions.items():
+            predictions[i] = pred
+    training = [f.training for f in folds if f.training] + (
+        [final.training] if final.training else []
+    )
     return EncodingResult(
-        run_ids=[run_id for run_id, _, _ in runs],
-        estimator=estimator,
-        delays_samples=[int(d) for d in delays],
-        pca_variance=float(pca_variance),
-        r_folds=r_folds,
-        r2_folds=r2_folds,
-        alpha_folds=alpha_folds,
+        run_ids=[run_id for run_id, _, _ in subject.runs],
+        estimator=settings.estimator,
+        delays_samples=list(settings.delays),
+        pca_variance=float(settings.pca_variance),
+        r_folds=np.stack([f.r for f in folds]),
+        r2_folds=np.stack([f.r2 for f in folds]),
+        alpha_folds=np.stack([f.alpha for f in folds]),
         predictions=predictions,
-        n_components=n_components,
-        n_train=n_train,
-        n_test=n_test,
+        n_components=[f.n_components for f in folds],
+        n_train=[f.n_train for f in folds],
+        n_test=[f.n_test for f in folds],
         alpha=alpha,
         weights=weights,
         intercept=intercept,
-        pca=pca,
-        constant=constant,
-        fold_seconds=fold_seconds,
-        fold_runs=[list(g) for g in groups],
-        bands=[name for name, _ in bands] if band_widths and bands else [],
-        r2_split_folds=split_folds,
+        pca=features.pca,
+        constant=subject.constant,
+        fold_seconds=[f.seconds for f in folds],
+        fold_runs=[list(g) for g in subject.groups],
+        bands=subject.band_names,
+        r2_split_folds=np.stack([f.split for f in folds]) if subject.band_widths else None,
         gamma=gamma,
-        ev=ev,
-        repeat_folds=[k for k, g in enumerate(groups) if len(g) > 1],
-        fold_training=fold_training,
+        ev=subject.ev,
+        repeat_folds=[k for k, g in enumerate(subject.groups) if len(g) > 1],
+        fold_training=training,
         model_arrays=model_arrays,
-        weights_layout=trainer.weights_layout if trained else "",
+        weights_layout=settings.trainer.weights_layout if settings.trained else "",
     )
 
 
@@ -891,6 +1112,7 @@ def _training_row(fit: Any) -> dict[str, Any]:
         "epochs_run": training.epochs_run,
         "stopped_early": training.stopped_early,
         "best_val_loss": training.best_val_loss,
+        "resumed_from": training.resumed_from,  # epoch of the checkpoint, None when trained anew
         "loss": fit.loss,
     }
 
@@ -1076,7 +1298,9 @@ def write_outputs(
 
     ``paths`` has keys ``scores``, ``table``, ``metrics``, ``predictions``,
     ``weights``; ``attrs`` (model, subject, delays_s, provenance, ...) go on
-    every HDF5 file. Each file is written atomically.
+    every HDF5 file and into the JSON sidecars of the two tables
+    (``scores.json``, ``metrics.json``: :func:`neurovid.io.sidecar_path`). Each
+    file is written atomically.
     """
     r, r2 = result.r, result.r2
     names = np.asarray(data.target_names, dtype=str)
@@ -1140,8 +1364,11 @@ def write_outputs(
     if data.voxel_ijk is not None:
         for axis, column in enumerate("ijk"):
             table[column] = np.asarray(data.voxel_ijk)[:, axis]
-    io.write_table(paths["table"], table)
-    io.write_table(paths["metrics"], metrics_table(result))
+    # The tables' JSON sidecars (scores.json, metrics.json) carry what the HDF5 attrs carry.
+    table_sidecar = {k: v for k, v in common.items() if k != "provenance"}
+    provenance = attrs.get("provenance")
+    io.write_table(paths["table"], table, provenance=provenance, **table_sidecar)
+    io.write_table(paths["metrics"], metrics_table(result), provenance=provenance, **table_sidecar)
 
     best = top_targets(r, top_k)
     io.write_h5(
@@ -1232,7 +1459,7 @@ __all__ = [
     "fit_lasso_cv",
     "fit_pca",
     "fit_ridge_cv",
-    "inner_splits",
+    "selection_splits",
     "leave_one_run_out",
     "load_subject",
     "metrics_table",

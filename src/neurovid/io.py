@@ -162,10 +162,39 @@ def write_json(path: PathLike, obj: Any) -> None:
         tmp.write_text(to_json(obj) + "\n")
 
 
-def write_table(path: PathLike, table: Any, sep: str = "\t") -> None:
-    """Write a pandas DataFrame as TSV (or CSV with ``sep=','``), atomically, no index."""
+#: Data-file endings a JSON sidecar replaces (BIDS style: ``r.nii.gz`` -> ``r.json``).
+SIDECAR_REPLACES = (".nii.gz", ".nii", ".tsv", ".csv", ".h5")
+
+
+def sidecar_path(path: PathLike) -> Path:
+    """The JSON sidecar beside a data file: ``scores.tsv`` -> ``scores.json``,
+    ``r.nii.gz`` -> ``r.json``, ``v1.frames.csv`` -> ``v1.frames.json``."""
+    path = Path(path)
+    name = path.name
+    for suffix in SIDECAR_REPLACES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return path.with_name(name + ".json")
+
+
+def write_table(
+    path: PathLike,
+    table: Any,
+    sep: str = "\t",
+    provenance: Mapping[str, Any] | None = None,
+    **sidecar: Any,
+) -> None:
+    """Write a pandas DataFrame as TSV (or CSV with ``sep=','``), atomically, no index.
+
+    With ``provenance`` (and any other ``sidecar`` entries), also write the table's
+    JSON sidecar (:func:`sidecar_path`), so a table carries what produced it as the
+    HDF5 and NIfTI outputs do in their metadata.
+    """
     with atomic_path(path) as tmp:
         table.to_csv(tmp, sep=sep, index=False, float_format="%.6g")
+    if provenance is not None:
+        write_json(sidecar_path(path), {**sidecar, "provenance": dict(provenance)})
 
 
 def _attr_value(value: Any) -> Any:

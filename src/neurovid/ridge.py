@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -171,17 +171,14 @@ def folds_from_splits(
 ) -> list[np.ndarray]:
     """Validation index sets of ``splits``, checked to partition the rows.
 
-    The solver needs every fold's training rows to be all the other rows (as in
-    K-fold or leave-one-run-out CV), because it derives the training cross
-    products from the totals.
+    With one design shared by all folds, the solver needs every fold's training
+    rows to be all the other rows (as in K-fold or leave-one-run-out CV),
+    because it derives the training cross products from the totals.
     """
     folds = []
     seen = np.zeros(n_samples, dtype=np.int64)
     for k, (train, test) in enumerate(splits):
-        test = np.sort(np.asarray(test, dtype=np.int64))
-        train = np.sort(np.asarray(train, dtype=np.int64))
-        if len(test) == 0 or len(train) == 0:
-            raise ValueError(f"fold {k} has an empty training or validation set")
+        train, test = _checked_split(k, train, test, n_samples)
         complement = np.setdiff1d(np.arange(n_samples), test)
         if not np.array_equal(train, complement):
             raise ValueError(
@@ -195,12 +192,87 @@ def folds_from_splits(
     return folds
 
 
-# --------------------------------------------------------------------------- per-fold bases
+def _checked_split(
+    k: int, train: np.ndarray, test: np.ndarray, n_samples: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted int64 (train, test) rows of fold ``k``: non-empty, disjoint, within range."""
+    train = np.sort(np.asarray(train, dtype=np.int64))
+    test = np.sort(np.asarray(test, dtype=np.int64))
+    if len(test) == 0 or len(train) == 0:
+        raise ValueError(f"fold {k} has an empty training or validation set")
+    if np.intersect1d(train, test).size:
+        raise ValueError(f"fold {k}: rows are both trained and validated on")
+    if min(train[0], test[0]) < 0 or max(train[-1], test[-1]) >= n_samples:
+        raise ValueError(f"fold {k}: row indices outside 0..{n_samples - 1}")
+    return train, test
+
+
+# --------------------------------------------------------------------------- route choice
+
+#: Time of a symmetric eigendecomposition (with vectors) of an m x m matrix, in units
+#: of m³ multiply-adds of matrix-product work. Measured on the project's 2-core
+#: machines (numpy eigh, float64, m = 1280-3840): 4-6x a Cholesky factorization
+#: (m³/3), i.e. about 1.7 m³.
+EIGH_COST = 1.7
+CHOLESKY_COST = 1.0 / 3.0
+#: The Cholesky routes solve for the targets in float64 on the host: twice the time of
+#: the float32 products of the eigen routes per multiply-add.
+FLOAT64_COST = 2.0
+#: CV routes: eigendecomposition of the Gram matrix (``blocks``: X'Y blocks; primal)
+#: or of the kernel (``scores``: principal scores; dual), or one Cholesky
+#: factorization per alpha (``cholesky``; primal or dual, whichever is smaller).
+ROUTES = ("blocks", "scores", "cholesky")
+
+
+def route_costs(
+    n_train: int, n_val: int, n_features: int, n_targets: int, n_alphas: int
+) -> dict[str, float]:
+    """Multiply-adds of scoring one fold for every target and alpha, per route.
+
+    The cost of a fit follows the work: a decomposition shared by all targets and
+    alphas (eigen routes) against one factorization per alpha (Cholesky), plus
+    the per-target products of each. With a few targets the factorizations
+    dominate; with many the per-target products do. Building the Gram matrix or
+    kernel costs the same in every route and is left out.
+    """
+    p, n_t, n_v, t, a = n_features, n_train, n_val, n_targets, n_alphas
+    r_primal, r_dual = p, min(p, n_t)
+    m = min(p, n_t)
+    cholesky_per_target = FLOAT64_COST * (p * n_t + a * (2 * m * m + n_v * m))
+    return {
+        # eigh of the p x p Gram, the validation factor, V'X'Y from blocks, one r² product per alpha
+        "blocks": EIGH_COST * p**3 + n_v * p * r_primal + t * (4 * r_primal * p + a * r_primal**2),
+        # eigh of the n_t x n_t kernel, V and the scores, Z'Y, one r² product per alpha
+        "scores": EIGH_COST * n_t**3
+        + (n_t + n_v) * p * r_dual
+        + t * ((n_t + n_v) * r_dual + a * r_dual**2),
+        "cholesky": a * CHOLESKY_COST * m**3
+        + (n_v * n_t * p if p > n_t else 0)
+        + t * cholesky_per_target,
+    }
+
+
+def refit_costs(n_samples: int, n_features: int, n_targets: int, n_alphas: int) -> dict[str, float]:
+    """Multiply-adds of the refit on all rows: one eigendecomposition shared by every
+    alpha (``eigen``) or one Cholesky factorization per alpha in use (``cholesky``)."""
+    p, n, t = n_features, n_samples, n_targets
+    m = min(p, n)
+    return {
+        "eigen": EIGH_COST * m**3 + t * (2 * p * n + 2 * m * p),
+        "cholesky": n_alphas * CHOLESKY_COST * m**3 + t * FLOAT64_COST * (2 * p * n + 2 * m * m),
+    }
+
+
+def _cheapest(costs: dict[str, float]) -> str:
+    return min(costs, key=lambda name: (costs[name], name))
+
+
+# --------------------------------------------------------------------------- per-fold scorers
 
 
 @dataclass
 class _Basis:
-    """One fold's decomposition, shared by every target chunk and every alpha."""
+    """One fold's eigendecomposition, shared by every target chunk and every alpha."""
 
     test: np.ndarray  # validation rows
     train: np.ndarray  # training rows
@@ -211,15 +283,11 @@ class _Basis:
     a1: Any  # [r] V' sum over validation rows of (x - x_mean_t)
     Vx: Any  # [r] V' x_mean_t
     Vsx: Any  # [r] V' sum over validation rows of x
-    # Dual route only: principal scores of the training and validation rows.
+    complement: bool  # training rows are all rows not validated on (shared design)
+    # Principal scores of the training and validation rows (scores route, and every
+    # fold with a design of its own).
     Zt: Any = None  # [n_t, r]
     Zv: Any = None  # [n_v, r]
-
-
-def _gram(A: np.ndarray) -> np.ndarray:
-    """``A'A`` in float64 (cheap next to the target products, and exact enough)."""
-    A64 = np.asarray(A, dtype=np.float64)
-    return A64.T @ A64
 
 
 def _eig_psd(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -256,20 +324,24 @@ def _decompose(Xc: np.ndarray, dual: bool) -> tuple[np.ndarray, np.ndarray]:
     return lam, (Xc.T @ U) / np.sqrt(lam)
 
 
-def _basis(be: Backend, X: np.ndarray, test: np.ndarray, dual: bool) -> _Basis:
-    """Decompose the centred training design of one fold (X is globally centred, float64 ok)."""
-    n = X.shape[0]
-    mask = np.ones(n, dtype=bool)
-    mask[test] = False
-    train = np.flatnonzero(mask)
-    Xt, Xv = X[train], X[test]
-    x_mean_t = np.asarray(Xt, dtype=np.float64).mean(axis=0)
-    Xtc = np.asarray(Xt, dtype=np.float64) - x_mean_t
-    Xvc = np.asarray(Xv, dtype=np.float64) - x_mean_t
+def _centred_rows(
+    X: np.ndarray, train: np.ndarray, test: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training and validation rows (float64) centred on the training mean, and that mean."""
+    Xt = np.asarray(X[train], dtype=np.float64)
+    x_mean_t = Xt.mean(axis=0)
+    return Xt - x_mean_t, np.asarray(X[test], dtype=np.float64) - x_mean_t, x_mean_t
+
+
+def _basis(
+    be: Backend, X: np.ndarray, train: np.ndarray, test: np.ndarray, dual: bool, complement: bool
+) -> _Basis:
+    """Decompose the centred training design of one fold (float64 on the host)."""
+    Xtc, Xvc, x_mean_t = _centred_rows(X, train, test)
     lam, V = _decompose(Xtc, dual)
     Av = Xvc @ V
     factor, upper = _psd_factor(Av.T @ Av)
-    sx_v = np.asarray(Xv, dtype=np.float64).sum(axis=0)
+    sx_v = np.asarray(X[test], dtype=np.float64).sum(axis=0)
     basis = _Basis(
         test=test,
         train=train,
@@ -280,23 +352,52 @@ def _basis(be: Backend, X: np.ndarray, test: np.ndarray, dual: bool) -> _Basis:
         a1=be.asarray(Av.sum(axis=0)),
         Vx=be.asarray(V.T @ x_mean_t),
         Vsx=be.asarray(V.T @ sx_v),
+        complement=complement,
     )
-    if dual:
+    if dual or not complement:
         basis.Zt = be.asarray(Xtc @ V)
         basis.Zv = be.asarray(Av)
     return basis
 
 
-def _use_dual(n_samples: int, n_features: int, n_folds: int, folds: Sequence[np.ndarray]) -> bool:
-    """Choose the route with fewer multiply-adds per target.
+@dataclass
+class _CholeskyFold:
+    """One fold scored by a Cholesky factorization per alpha (host, float64).
 
-    Blocks of X'Y: ``p n`` once + ``2 r p`` per fold (r = p). Principal scores:
-    ``r n`` per fold with r = min(p, n_train).
+    Primal (features <= training rows): ``(Xt'Xt + alpha I) beta = Xt'Yt``.
+    Dual: ``(Xt Xt' + alpha I) c = Yt`` and ``beta = Xt' c``, so validation
+    predictions are ``Xv Xt' c``. Both on rows centred on the training mean.
     """
-    p, n = n_features, n_samples
-    blocks = p * n + sum(2 * min(p, n - len(f)) * p for f in folds)
-    scores = sum(min(p, n - len(f)) * n for f in folds)
-    return scores < blocks or any(n - len(f) < p for f in folds)
+
+    train: np.ndarray
+    test: np.ndarray
+    Xtc: np.ndarray
+    Xvc: np.ndarray
+    system: np.ndarray  # Gram (primal) or kernel (dual), float64
+    dual: bool
+
+    @classmethod
+    def build(cls, X: np.ndarray, train: np.ndarray, test: np.ndarray) -> _CholeskyFold:
+        Xtc, Xvc, _ = _centred_rows(X, train, test)
+        dual = Xtc.shape[1] > Xtc.shape[0]
+        system = Xtc @ Xtc.T if dual else Xtc.T @ Xtc
+        return cls(train, test, Xtc, Xvc, system, dual)
+
+    def predictions(self, Ytc: np.ndarray, alpha: float) -> np.ndarray:
+        """Validation predictions (without the intercept) at ``alpha`` for centred targets."""
+        from scipy.linalg import cho_factor, cho_solve
+
+        lhs = _plus_diagonal(self.system, alpha)
+        if self.dual:
+            return self.Xvc @ (self.Xtc.T @ cho_solve(cho_factor(lhs), Ytc))
+        return self.Xvc @ cho_solve(cho_factor(lhs), self.Xtc.T @ Ytc)
+
+
+def _plus_diagonal(M: np.ndarray, alpha: float) -> np.ndarray:
+    """``M + alpha I`` (a new array)."""
+    out = M.copy()
+    out.flat[:: len(M) + 1] += alpha
+    return out
 
 
 # --------------------------------------------------------------------------- CV scores
@@ -325,7 +426,8 @@ def _chunk_stats(
     n_t = len(basis.train)
     sy_f = Yv.sum(0)
     syy_f = (Yv * Yv).sum(0)
-    y_mean_t = (sy - sy_f) / n_t
+    Yt = None if basis.complement else _rows(be, Yc, basis.train)
+    y_mean_t = (sy - sy_f) / n_t if Yt is None else Yt.sum(0) / n_t
     if basis.Zt is None:
         # Blocks route: V'S_t and V'S_f from the per-fold X'Y blocks.
         # The centring corrections are rank-one updates done in place (one pass each).
@@ -337,13 +439,34 @@ def _chunk_stats(
         be.add_outer(bv, basis.Vsx, y_mean_t, -1.0)
     else:
         # Scores route: the principal scores of the training rows sum to zero.
-        bt = basis.Zt.T @ _rows(be, Yc, basis.train)
+        bt = basis.Zt.T @ (_rows(be, Yc, basis.train) if Yt is None else Yt)
         bv = basis.Zv.T @ Yv
         be.add_outer(bv, basis.a1, y_mean_t, -1.0)
     sum_yv = sy_f - n_v * y_mean_t
     ss_yv = syy_f - 2 * y_mean_t * sy_f + n_v * y_mean_t * y_mean_t
     ss_own = syy_f - sy_f * sy_f / n_v
     return _ChunkStats(bt, bv, sum_yv, ss_yv, ss_own)
+
+
+def _criterion(
+    score: str, sse: np.ndarray, cross: np.ndarray, quad: np.ndarray, sums: tuple[np.ndarray, ...]
+) -> np.ndarray:
+    """A validation criterion from ``sse``, ``<yhat, y>``, ``||yhat||²`` and the target sums.
+
+    ``sums`` = (n_v, sum of yhat, sum of y, ||y||², ss of y around its own mean), with
+    ``y`` centred on the training mean and ``yhat`` without the intercept.
+    """
+    n_v, sum_hat, sum_yv, ss_yv, ss_own = sums
+    if score == "neg_mse":
+        return -sse / n_v
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if score == "r2":
+            return np.where(ss_own > 0, 1.0 - sse / ss_own, 0.0)
+        cov = cross - sum_hat * sum_yv / n_v
+        var_hat = quad - sum_hat**2 / n_v
+        var_y = ss_yv - sum_yv**2 / n_v
+        r = cov / np.sqrt(var_hat * var_y)
+    return np.where(np.isfinite(r), r, 0.0)
 
 
 def _fold_scores(
@@ -356,11 +479,11 @@ def _fold_scores(
     cross = be.to_numpy(Gb @ (st.bt * st.bv)).astype(np.float64)  # <yhat, yv>
     out = np.empty((len(alphas), st.bt.shape[1]))
     ss_yv = be.to_numpy(st.ss_yv).astype(np.float64)
-    if score == "r2":
-        ss_own = be.to_numpy(st.ss_yv_own).astype(np.float64)
+    ss_own = be.to_numpy(st.ss_yv_own).astype(np.float64)
+    sum_yv = be.to_numpy(st.sum_yv).astype(np.float64)
+    sum_hat = np.zeros_like(cross)
     if score == "pearson":
         sum_hat = be.to_numpy((Gb * basis.a1[None, :]) @ st.bt).astype(np.float64)
-        sum_yv = be.to_numpy(st.sum_yv).astype(np.float64)
     for j in range(len(alphas)):
         # ||Xv V diag(g) bt||^2 = ||F diag(g) bt||^2: scaling F's columns (r x r) instead of
         # bt (r x c) keeps F triangular and saves a pass over the chunk.
@@ -368,18 +491,27 @@ def _fold_scores(
         fq = be.upper_matmul(scaled, st.bt) if basis.factor_upper else scaled @ st.bt
         quad = be.to_numpy(be.sqnorm_cols(fq)).astype(np.float64)  # ||yhat||^2
         sse = ss_yv - 2.0 * cross[j] + quad
-        if score == "neg_mse":
-            out[j] = -sse / n_v
-        elif score == "r2":
-            with np.errstate(divide="ignore", invalid="ignore"):
-                out[j] = np.where(ss_own > 0, 1.0 - sse / ss_own, 0.0)
-        else:
-            cov = cross[j] - sum_hat[j] * sum_yv / n_v
-            var_hat = quad - sum_hat[j] ** 2 / n_v
-            var_y = ss_yv - sum_yv**2 / n_v
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r = cov / np.sqrt(var_hat * var_y)
-            out[j] = np.where(np.isfinite(r), r, 0.0)
+        out[j] = _criterion(score, sse, cross[j], quad, (n_v, sum_hat[j], sum_yv, ss_yv, ss_own))
+    return out
+
+
+def _cholesky_scores(
+    fold: _CholeskyFold, Yc: np.ndarray, alphas: np.ndarray, score: str
+) -> np.ndarray:
+    """Validation score of every alpha for a chunk of (globally centred) targets, from the
+    explicit validation predictions of each alpha's solution."""
+    Y = np.asarray(Yc, dtype=np.float64)
+    y_mean_t = Y[fold.train].mean(axis=0)
+    Ytc, Yv = Y[fold.train] - y_mean_t, Y[fold.test] - y_mean_t
+    n_v = len(fold.test)
+    sum_yv, ss_yv = Yv.sum(0), (Yv * Yv).sum(0)
+    ss_own = ((Yv - Yv.mean(0)) ** 2).sum(0)
+    out = np.empty((len(alphas), Y.shape[1]))
+    for j, alpha in enumerate(alphas):
+        pred = fold.predictions(Ytc, float(alpha))
+        cross, quad = (pred * Yv).sum(0), (pred * pred).sum(0)
+        sse = ((Yv - pred) ** 2).sum(0)
+        out[j] = _criterion(score, sse, cross, quad, (n_v, pred.sum(0), sum_yv, ss_yv, ss_own))
     return out
 
 
@@ -396,7 +528,8 @@ class RidgeCVResult:
     cv_scores: np.ndarray  # [n_alphas, n_targets] criterion, mean over folds
     alphas: np.ndarray  # [n_alphas] searched
     backend: str = "numpy"
-    route: str = "blocks"  # "blocks" (X'Y blocks) or "scores" (dual / principal scores)
+    route: str = "blocks"  # CV route of the folds: blocks | scores | cholesky (or "mixed")
+    refit_route: str = "eigen"  # eigen | cholesky
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return (np.asarray(X, dtype=self.coef.dtype) @ self.coef + self.intercept).astype(
@@ -409,107 +542,256 @@ def _best_alpha(scores: np.ndarray, alphas: np.ndarray) -> np.ndarray:
     return np.argmax(scores + (np.log(alphas) * 1e-10)[:, None], axis=0)
 
 
+@dataclass
+class _Fold:
+    """One CV fold: its rows, its design and how it is scored."""
+
+    train: np.ndarray
+    test: np.ndarray
+    route: str
+    shared: bool  # scored on the shared design X (blocks route may reuse X'Y totals)
+    model: _Basis | _CholeskyFold
+
+
+def _plan_folds(
+    be: Backend,
+    Xc: np.ndarray,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    fold_designs: Sequence[np.ndarray] | None,
+    n_targets: int,
+    n_alphas: int,
+    route: str,
+) -> list[_Fold]:
+    """Each fold's scorer, on its own route (``route="auto"``: the cheapest for its shapes)."""
+    n = Xc.shape[0]
+    if fold_designs is None:
+        folds_from_splits(splits, n)  # shared design: validation sets partition the rows
+    elif len(fold_designs) != len(splits):
+        raise ValueError(f"{len(fold_designs)} fold designs for {len(splits)} splits")
+    folds = []
+    for k, (train, test) in enumerate(splits):
+        train, test = _checked_split(k, train, test, n)
+        shared = fold_designs is None
+        design = Xc if shared else np.asarray(fold_designs[k])
+        if design.ndim != 2 or design.shape[0] != n:
+            raise ValueError(f"fold {k}: design {design.shape} must have the {n} rows of Y")
+        chosen = route
+        if route == "auto":
+            costs = route_costs(len(train), len(test), design.shape[1], n_targets, n_alphas)
+            if design.shape[1] > len(train):
+                costs.pop("blocks")  # the primal Gram would be rank-deficient and larger
+            chosen = _cheapest(costs)
+        if chosen == "cholesky":
+            model: _Basis | _CholeskyFold = _CholeskyFold.build(design, train, test)
+        else:
+            model = _basis(be, design, train, test, chosen == "scores", complement=shared)
+        folds.append(_Fold(train, test, chosen, shared, model))
+    return folds
+
+
 def ridge_cv(
     X: np.ndarray,
     Y: np.ndarray,
     splits: Sequence[tuple[np.ndarray, np.ndarray]],
     alphas: Sequence[float],
     *,
+    fold_designs: Sequence[np.ndarray] | None = None,
     score: str = "neg_mse",
     chunk_size: int | None = None,
     backend: str | Backend = "auto",
     dtype: str = "float32",
     route: str = "auto",
+    refit: str = "auto",
 ) -> RidgeCVResult:
     """Ridge with a per-target alpha chosen by CV, then refit on all rows.
 
     Args:
-        X: design [n, p].
+        X: design [n, p] of the refit (and of every fold without ``fold_designs``).
         Y: targets [n, T].
-        splits: (train, validation) index pairs; the validation sets must
-            partition the rows and each training set be the other rows
-            (K-fold, leave-one-run-out).
+        splits: (train, validation) index pairs. Without ``fold_designs`` the
+            validation sets must partition the rows and each training set be the
+            other rows (K-fold, leave-one-run-out).
         alphas: positive regularisation strengths searched for every target.
+        fold_designs: optional design [n, p_k] per split, used to score that split
+            (e.g. features reduced by a PCA fit on the split's training rows only,
+            so nothing of the validation rows enters the model scored on them);
+            its splits may leave rows out of both sets (e.g. a gap between halves).
         score: criterion averaged over folds: ``neg_mse`` (himalaya's default),
             ``r2`` or ``pearson``.
         chunk_size: targets per chunk (memory bound; results do not depend on it).
         backend: ``auto`` | ``numpy`` | ``torch`` | ``torch_cuda`` or a backend object.
         dtype: ``float32`` (default) or ``float64`` (checks).
-        route: ``auto`` | ``blocks`` | ``scores`` (see module docstring; both exact).
+        route: ``auto`` (per fold, the cheapest for its shapes, target and alpha
+            counts: :func:`route_costs`) | ``blocks`` | ``scores`` | ``cholesky``.
+            All routes are exact.
+        refit: ``auto`` (one eigendecomposition or one Cholesky factorization per
+            alpha in use, whichever costs less: :func:`refit_costs`) | ``eigen`` |
+            ``cholesky``.
 
     An intercept is fitted (X and Y centred on the training rows of each fold).
     """
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; use one of {SCORES}")
+    if route != "auto" and route not in ROUTES:
+        raise ValueError(f"unknown route {route!r}; use auto or one of {ROUTES}")
     be = get_backend(backend, dtype) if isinstance(backend, str) else backend
-    X = np.asarray(X)
-    Y = np.asarray(Y)
+    X, Y = np.asarray(X), np.asarray(Y)
     if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
         raise ValueError(f"X {X.shape} and Y {Y.shape} must be 2-D with the same rows")
     alphas = np.asarray(alphas, dtype=np.float64)
     if alphas.ndim != 1 or len(alphas) == 0 or np.any(alphas <= 0):
         raise ValueError(f"alphas must be a non-empty list of positive numbers, got {alphas}")
-    n, p = X.shape
     n_targets = Y.shape[1]
-    folds = folds_from_splits(splits, n)
-    dual = _use_dual(n, p, len(folds), folds) if route == "auto" else route == "scores"
-
     # Global centring in float64 keeps the float32 cross products free of large offsets;
     # the fold-wise centring is then exact algebra on sums.
     x_mean = X.mean(axis=0, dtype=np.float64)
     Xc = X.astype(np.float64) - x_mean
-    bases = [_basis(be, Xc, f, dual) for f in folds]
-    lam_all, V_all = _decompose(Xc, dual)
-    Xc_be = be.asarray(Xc)
-    V_all_be = be.asarray(V_all)
-
+    folds = _plan_folds(be, Xc, splits, fold_designs, n_targets, len(alphas), route)
     chunk = int(chunk_size or DEFAULT_CHUNK)
-    coef = np.empty((p, n_targets), dtype=np.dtype(dtype))
-    intercept = np.empty(n_targets, dtype=np.dtype(dtype))
-    best_alpha = np.empty(n_targets)
+    starts = list(range(0, n_targets, chunk))
+
     cv_scores = np.empty((len(alphas), n_targets))
-    for start in range(0, n_targets, chunk):
+    single: Any = None  # one chunk: its centred targets and X'Y are kept for the refit
+    for start in starts:
         cols = slice(start, min(start + chunk, n_targets))
-        y_mean = Y[:, cols].mean(axis=0, dtype=np.float64)
-        Yc = be.asarray(Y[:, cols] - y_mean.astype(Y.dtype))
-        sy = Yc.sum(0)
-        Yvs = [_rows(be, Yc, b.test) for b in bases]
-        # Blocks route: X'Y of each fold's rows once; the training block is the total minus it.
-        Sfs = (
-            [None] * len(bases)
-            if dual
-            else [_rows(be, Xc_be, b.test).T @ Yv for b, Yv in zip(bases, Yvs, strict=True)]
-        )
-        S = None
-        if not dual:
-            S = Sfs[0].clone() if be.name == "torch" else Sfs[0].copy()
-            for Sf in Sfs[1:]:
-                S += Sf
-        scores = np.zeros((len(alphas), Yc.shape[1]))
-        for basis, Yv, Sf in zip(bases, Yvs, Sfs, strict=True):
-            st = _chunk_stats(be, basis, Yc, Yv, Sf, S, sy)
-            scores += _fold_scores(be, basis, st, alphas, score)
-        scores /= len(bases)
-        best = _best_alpha(scores, alphas)
-        cv_scores[:, cols] = scores
-        best_alpha[cols] = alphas[best]
-        # Refit on all rows: beta = V diag(1 / (lam + alpha_t)) V' X'Y, per target alpha.
-        b_all = V_all_be.T @ (S if S is not None else Xc_be.T @ Yc)
-        # Each target's column of 1 / (lam + alpha): gathered from the small [r, n_alphas] table.
-        table = be.asarray(1.0 / (lam_all[:, None] + alphas[None, :]))
-        b_all *= table[:, be.asarray(best, dtype=np.int64) if be.name == "torch" else best]
-        beta = be.to_numpy(V_all_be @ b_all)
+        Yc = _centred_chunk(be, Y[:, cols])
+        Sfs, S = _xy_totals(be, Xc, folds, Yc)
+        cv_scores[:, cols] = _chunk_cv_scores(be, folds, Yc, alphas, score, Sfs, S)
+        single = (Yc, S)
+    best = _best_alpha(cv_scores, alphas)
+
+    if refit not in ("auto", "eigen", "cholesky"):
+        raise ValueError(f"unknown refit {refit!r}; use auto, eigen or cholesky")
+    refit_plan = _Refit.plan(be, Xc, len(np.unique(best)), n_targets, refit)
+    coef = np.empty((X.shape[1], n_targets), dtype=np.dtype(dtype))
+    intercept = np.empty(n_targets, dtype=np.dtype(dtype))
+    for start in starts:
+        cols = slice(start, min(start + chunk, n_targets))
+        if len(starts) == 1:
+            Yc, S = single
+        else:
+            Yc = _centred_chunk(be, Y[:, cols])
+            S = _xy_totals(be, Xc, folds, Yc)[1]
+        beta = refit_plan.solve(Yc, S, alphas, best[cols])
         coef[:, cols] = beta
+        y_mean = Y[:, cols].mean(axis=0, dtype=np.float64)
         intercept[cols] = y_mean - (beta.T @ x_mean.astype(beta.dtype)).astype(np.float64)
+    used = sorted({f.route for f in folds})
     return RidgeCVResult(
         coef=coef,
         intercept=intercept,
-        alpha=best_alpha,
+        alpha=alphas[best],
         cv_scores=cv_scores,
         alphas=alphas,
         backend=f"{be.name}:{be.device}",
-        route="scores" if dual else "blocks",
+        route=used[0] if len(used) == 1 else "mixed",
+        refit_route=refit_plan.route,
     )
+
+
+def _centred_chunk(be: Backend, Y: np.ndarray) -> Any:
+    """A chunk of targets centred on its global mean, as a backend array."""
+    y_mean = Y.mean(axis=0, dtype=np.float64)
+    return be.asarray(Y - y_mean.astype(Y.dtype))
+
+
+def _xy_totals(be: Backend, Xc: np.ndarray, folds: Sequence[_Fold], Yc: Any) -> tuple[dict, Any]:
+    """X'Y of each blocks-route fold's validation rows, and X'Y of all rows (None if unused).
+
+    With the shared design validated once per row, the total is the sum of the
+    fold blocks (the training block of a fold is the total minus its own).
+    """
+    blocks = [f for f in folds if f.route == "blocks" and f.shared]
+    if not blocks:
+        return {}, None
+    Xc_be = be.asarray(Xc)
+    Sfs = {id(f): _rows(be, Xc_be, f.test).T @ _rows(be, Yc, f.test) for f in blocks}
+    if len(blocks) < len(folds):
+        return Sfs, Xc_be.T @ Yc
+    parts = list(Sfs.values())
+    total = _copy(be, parts[0])
+    for part in parts[1:]:
+        total += part
+    return Sfs, total
+
+
+def _chunk_cv_scores(
+    be: Backend,
+    folds: Sequence[_Fold],
+    Yc: Any,
+    alphas: np.ndarray,
+    score: str,
+    Sfs: dict,
+    S: Any,
+) -> np.ndarray:
+    """Mean validation score over folds of every alpha for a chunk of targets -> [a, c]
+    (``Sfs``, ``S``: :func:`_xy_totals` of the chunk)."""
+    sy = Yc.sum(0)
+    scores = np.zeros((len(alphas), Yc.shape[1]))
+    for fold in folds:
+        if fold.route == "cholesky":
+            scores += _cholesky_scores(fold.model, be.to_numpy(Yc), alphas, score)
+            continue
+        Yv = _rows(be, Yc, fold.test)
+        st = _chunk_stats(be, fold.model, Yc, Yv, Sfs.get(id(fold)), S, sy)
+        scores += _fold_scores(be, fold.model, st, alphas, score)
+    return scores / len(folds)
+
+
+def _copy(be: Backend, a: Any) -> Any:
+    return a.clone() if be.name == "torch" else a.copy()
+
+
+@dataclass
+class _Refit:
+    """The refit on all rows at each target's alpha: ``beta = (Xc'Xc + alpha I)^-1 Xc'Yc``."""
+
+    be: Backend
+    Xc: np.ndarray
+    route: str
+    lam: np.ndarray | None = None  # eigen route
+    V: Any = None
+    factors: dict[float, Any] = field(default_factory=dict)  # cholesky route, per alpha
+
+    @classmethod
+    def plan(cls, be: Backend, Xc: np.ndarray, n_used: int, n_targets: int, route: str) -> _Refit:
+        costs = refit_costs(Xc.shape[0], Xc.shape[1], n_targets, n_used)
+        chosen = _cheapest(costs) if route == "auto" else route
+        refit = cls(be, Xc, chosen)
+        if chosen == "eigen":
+            refit.lam, V = _decompose(Xc, Xc.shape[1] > Xc.shape[0])
+            refit.V = be.asarray(V)
+        return refit
+
+    def solve(self, Yc: Any, S: Any, alphas: np.ndarray, best: np.ndarray) -> np.ndarray:
+        """Coefficients [p, c] of a chunk (``S`` = Xc'Yc when already computed)."""
+        be = self.be
+        if self.route == "cholesky":
+            return self._solve_cholesky(be.to_numpy(Yc).astype(np.float64), alphas, best)
+        Xc_be = be.asarray(self.Xc)
+        b_all = self.V.T @ (S if S is not None else Xc_be.T @ Yc)
+        # Each target's column of 1 / (lam + alpha): gathered from the small [r, n_alphas] table.
+        table = be.asarray(1.0 / (self.lam[:, None] + alphas[None, :]))
+        b_all *= table[:, be.asarray(best, dtype=np.int64) if be.name == "torch" else best]
+        return be.to_numpy(self.V @ b_all)
+
+    def _solve_cholesky(self, Yc: np.ndarray, alphas: np.ndarray, best: np.ndarray) -> np.ndarray:
+        from scipy.linalg import cho_factor, cho_solve
+
+        Xc = self.Xc
+        dual = Xc.shape[1] > Xc.shape[0]
+        system = None
+        rhs = Yc if dual else Xc.T @ Yc
+        beta = np.empty((Xc.shape[1], Yc.shape[1]))
+        for j in np.unique(best):
+            alpha = float(alphas[j])
+            if alpha not in self.factors:
+                system = (Xc @ Xc.T if dual else Xc.T @ Xc) if system is None else system
+                self.factors[alpha] = cho_factor(_plus_diagonal(system, alpha))
+            cols = np.flatnonzero(best == j)
+            solution = cho_solve(self.factors[alpha], rhs[:, cols])
+            beta[:, cols] = Xc.T @ solution if dual else solution
+        return beta
 
 
 def _rows(be: Backend, A: Any, idx: np.ndarray) -> Any:
@@ -536,7 +818,7 @@ class BandedRidgeCVResult:
     alpha: np.ndarray  # [n_targets]
     gamma: np.ndarray  # [n_spaces, n_targets], columns sum to 1
     cv_score: np.ndarray  # [n_targets] best criterion (mean over folds)
-    spaces: list[slice]
+    spaces: list[slice | np.ndarray]
     gammas_searched: np.ndarray  # [n_iter, n_spaces]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -575,9 +857,10 @@ def banded_ridge_cv(
     X: np.ndarray,
     Y: np.ndarray,
     splits: Sequence[tuple[np.ndarray, np.ndarray]],
-    spaces: Sequence[slice],
+    spaces: Sequence[slice | np.ndarray],
     alphas: Sequence[float],
     *,
+    fold_designs: Sequence[tuple[np.ndarray, Sequence[slice | np.ndarray]]] | None = None,
     n_iter: int = 20,
     concentration: Sequence[float] = (0.1, 1.0),
     seed: int = 0,
@@ -592,15 +875,14 @@ def banded_ridge_cv(
     scaled by ``sqrt(gamma_i)`` and :func:`ridge_cv` scores every alpha; each target
     keeps the (gamma, alpha) with the best mean CV score (a later gamma must beat it by
     more than float rounding), and its refit weights mapped back to the unscaled
-    features.
+    features. ``spaces``: the columns of each space in X; ``fold_designs``: optional
+    ``(design, spaces)`` per split to score it on (see :func:`ridge_cv`).
     """
     X = np.asarray(X)
     spaces = list(spaces)
-    covered = np.zeros(X.shape[1], dtype=int)
-    for sl in spaces:
-        covered[sl] += 1
-    if np.any(covered != 1):
-        raise ValueError("feature spaces must cover every column of X exactly once")
+    _check_spaces(X.shape[1], spaces)
+    for design, fold_spaces in fold_designs or []:
+        _check_spaces(np.shape(design)[1], list(fold_spaces))
     be = get_backend(backend, dtype) if isinstance(backend, str) else backend
     gammas = simplex_samples(len(spaces), n_iter, concentration, seed)
     n_targets = np.shape(Y)[1]
@@ -611,14 +893,20 @@ def banded_ridge_cv(
     gamma = np.full((len(spaces), n_targets), np.nan)
     eps = np.finfo(np.dtype(dtype)).eps
     for g in gammas:
-        scale = np.empty(X.shape[1])
-        for sl, gi in zip(spaces, g, strict=True):
-            scale[sl] = np.sqrt(gi)
+        scale = _space_scale(X.shape[1], spaces, g)
+        scaled_folds = None
+        if fold_designs is not None:
+            scaled_folds = [
+                np.asarray(D)
+                * _space_scale(np.shape(D)[1], list(sp), g).astype(np.asarray(D).dtype)
+                for D, sp in fold_designs
+            ]
         fit = ridge_cv(
             X * scale.astype(X.dtype),
             Y,
             splits,
             alphas,
+            fold_designs=scaled_folds,
             score=score,
             chunk_size=chunk_size,
             backend=be,
@@ -634,6 +922,22 @@ def banded_ridge_cv(
         alpha[better] = fit.alpha[better]
         gamma[:, better] = g[:, None]
     return BandedRidgeCVResult(coef, intercept, alpha, gamma, best, spaces, gammas)
+
+
+def _check_spaces(n_columns: int, spaces: Sequence[slice | np.ndarray]) -> None:
+    covered = np.zeros(n_columns, dtype=int)
+    for sl in spaces:
+        covered[sl] += 1
+    if np.any(covered != 1):
+        raise ValueError("feature spaces must cover every column of X exactly once")
+
+
+def _space_scale(n_columns: int, spaces: Sequence[slice | np.ndarray], g: np.ndarray) -> np.ndarray:
+    """Column scales ``sqrt(gamma_i)`` of each space's columns."""
+    scale = np.empty(n_columns)
+    for sl, gi in zip(spaces, g, strict=True):
+        scale[sl] = np.sqrt(gi)
+    return scale
 
 
 def split_r2(y_true: np.ndarray, split_predictions: np.ndarray) -> np.ndarray:

@@ -1,17 +1,25 @@
 """Subject score maps and group statistics across subjects.
 
 * :func:`scores_to_images` turns a subject's ``scores.h5`` (one value per
-  voxel of the fMRI mask) back into volumes.
+  voxel of the fMRI mask) back into volumes, NaN outside the subject's mask.
 * :func:`group_test` runs a one-sample t-test of Fisher-z transformed
   held-out correlations across subjects, voxel by voxel, with
   Benjamini-Hochberg FDR correction.
 
+Missing subjects
+    A subject's r map is NaN where the subject has no score: outside its
+    brain mask, or inside it where r is undefined (a constant voxel). Such a
+    subject is *missing* at that voxel, never r = 0: each voxel's t-test uses
+    exactly the subjects with a finite r there (:func:`subject_counts` per
+    voxel, written as ``n_subjects.nii.gz``).
+
 Excluded voxels
-    A voxel is tested only if its value is finite in every subject and not
-    identical across all subjects (a t statistic needs some variance; this also
-    drops the zeros outside every subject's mask). Excluded voxels get t = NaN,
-    p = NaN and q = 1, so they are never significant and never count towards
-    the FDR correction.
+    A voxel is tested only if at least ``min_subjects`` (>= 2, config
+    ``stats.min_subjects``) subjects have it and their values are not all
+    equal (a t statistic needs some variance). Excluded voxels get t = NaN,
+    p = NaN and q = 1, so they are never significant and are not part of the
+    FDR family: the family is exactly the tested voxels (``n_voxels`` in the
+    summary).
 """
 
 from __future__ import annotations
@@ -19,7 +27,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import h5py
@@ -41,35 +48,56 @@ def fisher_z(r: np.ndarray) -> np.ndarray:
     return np.arctanh(np.clip(r, -R_MAX, R_MAX))
 
 
-def testable(z: np.ndarray) -> np.ndarray:
-    """Columns of ``z`` [S, V] that are finite in every row and not all equal."""
+def subject_counts(z: np.ndarray) -> np.ndarray:
+    """Number of subjects (rows of ``z`` [S, V]) with a finite value, per column [V]."""
+    return np.isfinite(np.asarray(z, dtype=np.float64)).sum(axis=0)
+
+
+def testable(z: np.ndarray, min_subjects: int = 2) -> np.ndarray:
+    """Columns of ``z`` [S, V] with >= ``min_subjects`` finite values that are not all equal."""
     z = np.asarray(z, dtype=np.float64)
-    finite = np.all(np.isfinite(z), axis=0)
-    varying = np.zeros_like(finite)
-    varying[finite] = np.ptp(z[:, finite], axis=0) > 0
-    return finite & varying
+    enough = subject_counts(z) >= min_subjects
+    spread = np.nanmax(z[:, enough], axis=0) - np.nanmin(z[:, enough], axis=0)
+    varying = np.zeros_like(enough)
+    varying[enough] = spread > 0
+    return enough & varying
 
 
-def one_sample_t(z: np.ndarray, alternative: str = "greater") -> tuple[np.ndarray, np.ndarray]:
+def one_sample_t(
+    z: np.ndarray, alternative: str = "greater", min_subjects: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
     """One-sample t-test of each column of ``z`` [S, V] against 0 (scipy ``ttest_1samp``).
 
-    Returns (t, p), each [V] float64; columns that are not :func:`testable`
-    get NaN for both.
+    NaN entries are missing subjects: each column is tested on its finite
+    values only (columns are grouped by which subjects they have, and each
+    group goes to ``ttest_1samp`` in one call; same numbers as
+    ``nan_policy="omit"``, which tests column by column and is slower).
+    Returns (t, p), each [V]
+    float64; columns that are not :func:`testable` get NaN for both.
     """
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
+    if min_subjects < 2:
+        raise ValueError(f"a t-test needs min_subjects >= 2, got {min_subjects}")
     z = np.asarray(z, dtype=np.float64)
     if z.ndim == 1:
         z = z[:, None]
     if z.shape[0] < 2:
         raise ValueError(f"a t-test needs at least 2 subjects, got {z.shape[0]}")
-    valid = testable(z)
     t = np.full(z.shape[1], np.nan)
     p = np.full(z.shape[1], np.nan)
-    if valid.any():
-        result = scipy.stats.ttest_1samp(z[:, valid], 0.0, axis=0, alternative=alternative)
-        t[valid] = result.statistic
-        p[valid] = result.pvalue
+    columns = np.flatnonzero(testable(z, min_subjects))
+    if columns.size == 0:
+        return t, p
+    present = np.isfinite(z[:, columns]).T  # [V_tested, S]
+    patterns, group = np.unique(present, axis=0, return_inverse=True)
+    for k, rows in enumerate(patterns):
+        cols = columns[group.ravel() == k]
+        result = scipy.stats.ttest_1samp(
+            z[np.ix_(rows, cols)], 0.0, axis=0, alternative=alternative
+        )
+        t[cols] = result.statistic
+        p[cols] = result.pvalue
     return t, p
 
 
@@ -86,23 +114,12 @@ def fdr_bh(p: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- NIfTI I/O
 
 
-def sidecar_path(path: io.PathLike) -> Path:
-    """``r.nii.gz`` -> ``r.json`` (BIDS-style sidecar beside the image)."""
-    path = Path(path)
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return path.with_name(name + ".json")
-
-
 def write_nifti(
     path: io.PathLike, img: nib.Nifti1Image, provenance: Mapping[str, Any] | None = None
 ) -> None:
     """Save a NIfTI image atomically (deterministic gzip), plus a JSON sidecar."""
     if provenance is not None:
-        io.write_json(sidecar_path(path), {"provenance": dict(provenance)})
+        io.write_json(io.sidecar_path(path), {"provenance": dict(provenance)})
     with io.atomic_path(path) as tmp:
         nib.save(img, tmp)
 
@@ -114,9 +131,11 @@ def _image(volume: np.ndarray, affine: np.ndarray, dtype: Any = np.float32) -> n
 
 
 def scores_to_images(scores_h5: io.PathLike) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
-    """Volumes of held-out r and R² from an fMRI ``scores.h5`` (0 outside the mask).
+    """Volumes of held-out r and R² from an fMRI ``scores.h5``, NaN outside the mask.
 
-    Voxels inside the mask whose score is undefined (constant voxel) stay NaN.
+    NaN means "no score for this subject here" (outside its mask, or a
+    constant voxel inside it), so :func:`group_test` treats the subject as
+    missing there instead of r = 0.
 
     Raises:
         InputError: the file has no ``mask``/``affine``/``voxel_ijk`` (not fMRI).
@@ -140,7 +159,7 @@ def scores_to_images(scores_h5: io.PathLike) -> tuple[nib.Nifti1Image, nib.Nifti
         )
     images = []
     for values in (r, r2):
-        volume = np.zeros(mask.shape, dtype=np.float32)
+        volume = np.full(mask.shape, np.nan, dtype=np.float32)
         volume[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = values
         images.append(_image(volume, affine))
     return images[0], images[1]
@@ -153,7 +172,7 @@ def scores_to_images(scores_h5: io.PathLike) -> tuple[nib.Nifti1Image, nib.Nifti
 class GroupResult:
     """Volumes of the group test and its summary (see :func:`group_test`)."""
 
-    images: dict[str, nib.Nifti1Image]  # t, p, q, fdr_mask, mean_r
+    images: dict[str, nib.Nifti1Image]  # t, p, q, fdr_mask, mean_r, n_subjects
     summary: dict[str, Any]
 
 
@@ -179,7 +198,7 @@ def _load_maps(paths: Sequence[io.PathLike]) -> tuple[np.ndarray, np.ndarray]:
             raise InputError(
                 path,
                 f"grid differs from {paths[0]}: shape {volume.shape} vs {shape}, affine\n{np.round(img.affine, 4)}\nvs\n{np.round(affine, 4)}.",
-                "resample all subjects to one template grid (same fmri mask and resolution_mm in config.yaml) and re-run.",
+                "resample all subjects to one template grid, the common space of the group (same fmri mask and resolution_mm in config.yaml), and re-run.",
                 field="affine",
             )
         data.append(volume)
@@ -187,61 +206,111 @@ def _load_maps(paths: Sequence[io.PathLike]) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(data), np.asarray(affine)
 
 
-def group_test(
-    r_map_paths: Sequence[io.PathLike],
-    *,
-    fdr_alpha: float,
-    alternative: str = "greater",
-    subjects: Sequence[str] | None = None,
-    model: str | None = None,
-) -> GroupResult:
-    """One-sample t-test of Fisher-z r maps across subjects, BH-FDR corrected.
-
-    Significant (``fdr_mask`` = 1): q < ``fdr_alpha``, and t > 0 for
-    ``alternative="greater"`` (t < 0 for ``"less"``). ``t_threshold`` in the
-    summary is the smallest significant |t| (None when nothing survives).
-
-    Raises:
-        InputError: fewer than 2 maps, an unreadable map, or maps on different
-            grids (names the file).
-    """
-    if alternative not in ALTERNATIVES:
-        raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
-    if len(r_map_paths) < 2:
+def _check_group_size(paths: Sequence[io.PathLike], min_subjects: int) -> None:
+    if len(paths) < 2:
         raise InputError(
-            r_map_paths[0] if r_map_paths else None,
-            f"a group test needs at least 2 subjects' maps, got {len(r_map_paths)}.",
+            paths[0] if paths else None,
+            f"a group test needs at least 2 subjects' maps, got {len(paths)}.",
             "add fMRI subjects to recordings.tsv, or do not request the group statistics.",
         )
-    maps, affine = _load_maps(r_map_paths)
-    shape = maps.shape[1:]
-    flat = maps.reshape(len(maps), -1)
-    t, p = one_sample_t(fisher_z(flat), alternative)
-    q = fdr_bh(p)
+    if not 2 <= min_subjects <= len(paths):
+        raise InputError(
+            "config.yaml",
+            f"min_subjects = {min_subjects}, but a voxel's t-test needs at least 2 subjects and the group has {len(paths)}.",
+            f"set `stats.min_subjects` to a number from 2 to {len(paths)}.",
+            field="stats.min_subjects",
+        )
+
+
+def _significant(t: np.ndarray, q: np.ndarray, fdr_alpha: float, alternative: str) -> np.ndarray:
     significant = q < fdr_alpha
     if alternative == "greater":
         significant &= t > 0
     elif alternative == "less":
         significant &= t < 0
-    mean_r = flat.mean(axis=0)
-    n_significant = int(significant.sum())
-    t_threshold = float(np.min(np.abs(t[significant]))) if n_significant else None
-    images = {
-        "t": _image(t.reshape(shape), affine),
-        "p": _image(p.reshape(shape), affine),
-        "q": _image(q.reshape(shape), affine),
-        "fdr_mask": _image(significant.reshape(shape), affine, np.uint8),
-        "mean_r": _image(mean_r.reshape(shape), affine),
+    return significant
+
+
+def _mean_over_present(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Mean of the finite values of each column of [S, V]; NaN where no subject has one."""
+    total = np.where(np.isfinite(values), values, 0.0).sum(axis=0)
+    return np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
+
+
+def _coverage(counts: np.ndarray, t: np.ndarray, min_subjects: int) -> dict[str, Any]:
+    """Voxel counts by how many subjects have them, and what the test did with them."""
+    covered = counts > 0
+    too_few = covered & (counts < min_subjects)
+    tested = np.isfinite(t)
+    return {
+        "min_subjects": int(min_subjects),
+        "n_voxels": int(tested.sum()),
+        "n_voxels_any_subject": int(covered.sum()),
+        "n_voxels_too_few_subjects": int(too_few.sum()),
+        "n_voxels_constant": int((covered & ~too_few & ~tested).sum()),
+        "voxels_by_n_subjects": {
+            str(n): int(np.sum(counts == n)) for n in range(1, int(counts.max(initial=0)) + 1)
+        },
     }
+
+
+def group_test(
+    r_map_paths: Sequence[io.PathLike],
+    *,
+    fdr_alpha: float,
+    alternative: str = "greater",
+    min_subjects: int = 2,
+    subjects: Sequence[str] | None = None,
+    model: str | None = None,
+) -> GroupResult:
+    """One-sample t-test of Fisher-z r maps across subjects, BH-FDR corrected.
+
+    At each voxel the subjects with a finite r (inside their mask) enter the
+    test; NaN is a missing subject, not r = 0. Voxels that fewer than
+    ``min_subjects`` subjects have, or whose values do not vary, are not
+    tested (NaN t and p, q = 1) and are not in the FDR family. ``mean_r`` is
+    the mean r over the subjects present (NaN where none is); ``n_subjects``
+    is their count per voxel.
+
+    Significant (``fdr_mask`` = 1): q < ``fdr_alpha``, and t > 0 for
+    ``alternative="greater"`` (t < 0 for ``"less"``). ``t_threshold`` in the
+    summary is the smallest significant |t| (None when nothing survives).
+    The summary's ``n_voxels`` is the number of tested voxels, i.e. the FDR
+    family size; the ``n_voxels_*`` keys say why the other voxels were not.
+
+    Raises:
+        InputError: fewer than 2 maps, ``min_subjects`` outside 2..number of
+            maps, an unreadable map, or maps on different grids (names the file).
+    """
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
+    _check_group_size(r_map_paths, min_subjects)
+    maps, affine = _load_maps(r_map_paths)
+    shape = maps.shape[1:]
+    flat = maps.reshape(len(maps), -1)
+    counts = subject_counts(flat)
+    t, p = one_sample_t(fisher_z(flat), alternative, min_subjects)
+    q = fdr_bh(p)
+    significant = _significant(t, q, fdr_alpha, alternative)
+    n_significant = int(significant.sum())
+    volumes = {
+        "t": (t, np.float32),
+        "p": (p, np.float32),
+        "q": (q, np.float32),
+        "fdr_mask": (significant, np.uint8),
+        "mean_r": (_mean_over_present(flat, counts), np.float32),
+        "n_subjects": (counts, np.int16),
+    }
+    images = {k: _image(v.reshape(shape), affine, dtype) for k, (v, dtype) in volumes.items()}
     summary = {
         "model": model,
         "subjects": list(subjects) if subjects is not None else [str(x) for x in r_map_paths],
         "n_subjects": len(r_map_paths),
-        "n_voxels": int(np.isfinite(t).sum()),
+        **_coverage(counts, t, min_subjects),
         "n_significant": n_significant,
         "fdr_alpha": float(fdr_alpha),
         "alternative": alternative,
-        "t_threshold": t_threshold,
+        "t_threshold": float(np.min(np.abs(t[significant]))) if n_significant else None,
         "max_t": float(np.nanmax(t)) if np.isfinite(t).any() else None,
     }
     return GroupResult(images, summary)
@@ -254,7 +323,7 @@ def write_group_outputs(
 ) -> None:
     """Write each image to ``paths[name]`` and the summary (with provenance) to ``paths['summary']``.
 
-    The summary JSON is the sidecar of all five maps, so no per-map sidecars.
+    The summary JSON is the sidecar of all the maps, so no per-map sidecars.
     """
     for name, img in result.images.items():
         write_nifti(paths[name], img)

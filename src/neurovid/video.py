@@ -14,6 +14,11 @@ it can tell a truncated file from a complete one:
   partial packet as corrupt, and fewer packets (ending earlier) are found than
   declared.
 
+Cameras often write variable frame rate (phones, webcams; rigs that drop frames,
+which an AVI stores as empty chunks): probe records the frame intervals from the
+packet timestamps, and :func:`standardize` resamples by those timestamps to a
+constant rate, then checks the result's duration against the source's.
+
 Standardized videos are written with bit-exact flags, one encoder thread and no
 wall-clock metadata, so the same input gives the same bytes; their provenance
 (parameters, versions, input digest) is stored as JSON in the container's
@@ -27,7 +32,7 @@ import logging
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -47,8 +52,12 @@ log = logging.getLogger(__name__)
 #: count makes the bytes identical on every machine. Decoding and filtering still
 #: use the ``threads`` given to :func:`standardize`.
 ENCODER_THREADS = 1
-#: Frames a standardized video may differ from ``duration x fps`` (rounding at both ends).
-FRAME_TOLERANCE = 2
+#: Seconds a standardized video may last beyond one output frame more or less than the
+#: source's timestamps say (the fps filter rounds both ends to the nearest output frame).
+DURATION_TOLERANCE_S = 0.005
+#: Frame intervals spreading (max - min) by more than this fraction of the median make a
+#: stream variable frame rate (phones, webcams, rigs that drop frames).
+VFR_SPREAD = 0.05
 _FIX_REENCODE = (
     "copy the file again from the original recording, or re-export it from the "
     "acquisition/editing software, and check that the copy is complete."
@@ -143,19 +152,52 @@ def _diagnose_unopenable(path: Path, err: Exception) -> tuple[str, str]:
     )
 
 
-def probe(path: PathLike) -> dict[str, Any]:
-    """Describe a video file (JSON-able) and reject files that cannot be used.
+def frame_timing(
+    pts: Sequence[int], durations: Sequence[int], time_base: Fraction
+) -> dict[str, Any]:
+    """Frame intervals and time span of a video stream, from its packets' timestamps.
 
-    Returns size, container format, duration, the first video stream (codec,
-    width, height, average fps, frame count, pix_fmt), the audio streams and the
-    sha256 digest. ``video.frames`` is the number of video packets actually
-    present (demuxed, not decoded); ``video.declared_frames`` is what the
-    container's index claims (0 if it does not say).
+    ``pts`` and ``durations`` are in ``time_base`` ticks, in any order (packets
+    come in decoding order when there are B-frames). Returns:
 
-    Raises :class:`InputError` (naming the file, the problem and a fix) for a
-    missing, empty, non-video (e.g. text), audio-only or truncated file.
+    - ``frame_interval_s``: min / median / max seconds between consecutive frames
+      (None for a single frame);
+    - ``variable_frame_rate``: the intervals spread (max - min) by more than
+      :data:`VFR_SPREAD` of the median and by more than one tick (a constant rate
+      whose ticks do not divide evenly, e.g. 33/34 ms at 30 fps, is not variable);
+    - ``timestamps_duration``: seconds from the first frame's start to the last
+      frame's end (the last frame lasts its packet's duration, or the median
+      interval when the container does not say).
     """
-    path = Path(path)
+    if len(pts) == 0:  # e.g. a raw H.264 stream: no timestamps at all
+        return {"variable_frame_rate": None, "frame_interval_s": None, "timestamps_duration": None}
+    order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
+    ticks = np.asarray(pts, dtype=np.int64)[order]
+    last = int(np.asarray(durations, dtype=np.int64)[order][-1])
+    tick_s = float(time_base)
+    intervals = np.diff(ticks)
+    if intervals.size == 0:
+        return {
+            "variable_frame_rate": False,
+            "frame_interval_s": None,
+            "timestamps_duration": max(last, 0) * tick_s,
+        }
+    median = float(np.median(intervals))
+    spread = int(intervals.max() - intervals.min())
+    return {
+        "variable_frame_rate": bool(spread > max(VFR_SPREAD * median, 1)),
+        "frame_interval_s": {
+            "min": float(intervals.min()) * tick_s,
+            "median": median * tick_s,
+            "max": float(intervals.max()) * tick_s,
+        },
+        "timestamps_duration": float(ticks[-1] - ticks[0] + (last if last > 0 else median))
+        * tick_s,
+    }
+
+
+def _open_checked(path: Path) -> av.container.InputContainer:
+    """Open ``path`` with PyAV; InputError (what is wrong, how to fix) when it is not usable."""
     if not path.exists():
         raise InputError(
             path,
@@ -166,8 +208,7 @@ def probe(path: PathLike) -> dict[str, Any]:
         )
     if not path.is_file():
         raise InputError(path, "is not a regular file.", "point `path` at a video file.")
-    size = path.stat().st_size
-    if size == 0:
+    if path.stat().st_size == 0:
         raise InputError(
             path,
             "the file is empty (0 bytes); the recording, export or copy that produced it failed.",
@@ -178,81 +219,127 @@ def probe(path: PathLike) -> dict[str, Any]:
     except av.error.FFmpegError as err:
         problem, fix = _diagnose_unopenable(path, err)
         raise InputError(path, problem, fix) from err
+    if not container.streams.video:
+        kinds = ", ".join(f"{s.type} ({s.codec_context.name})" for s in container.streams)
+        container.close()
+        raise InputError(
+            path,
+            f"the file has no video stream; it contains only {kinds or 'no streams'}.",
+            "give the video file shown to the subject (an audio track alone cannot be used).",
+        )
+    return container
 
-    with container:
-        if not container.streams.video:
-            kinds = ", ".join(f"{s.type} ({s.codec_context.name})" for s in container.streams)
-            raise InputError(
-                path,
-                f"the file has no video stream; it contains only {kinds or 'no streams'}.",
-                "give the video file shown to the subject (an audio track alone cannot be used).",
-            )
+
+def _scan_packets(path: Path, container: av.container.InputContainer) -> dict[int, dict[str, Any]]:
+    """Demux every packet (no decoding): per stream, packets, end time, damage, video timestamps.
+
+    Packets the demuxer marks as discarded (before the start of an MP4 edit list,
+    e.g. a clip trimmed without re-encoding) are not shown, so they are not counted.
+    """
+    size = path.stat().st_size
+    stats = {
+        s.index: {"packets": 0, "end": None, "corrupt": 0, "beyond_eof": 0, "pts": [], "dur": []}
+        for s in container.streams
+    }
+    try:
+        for packet in container.demux():
+            if packet.size == 0 or packet.stream_index not in stats or packet.is_discard:
+                continue  # flush packets, pre-roll of an edit list
+            st = stats[packet.stream_index]
+            st["packets"] += 1
+            st["corrupt"] += bool(packet.is_corrupt)
+            if packet.pos is not None and packet.pos >= 0 and packet.pos + packet.size > size:
+                st["beyond_eof"] += 1
+            if packet.pts is not None and packet.time_base is not None:
+                end = (packet.pts + (packet.duration or 0)) * packet.time_base
+                st["end"] = end if st["end"] is None else max(st["end"], end)
+                st["pts"].append(packet.pts)
+                st["dur"].append(packet.duration or 0)
+    except av.error.FFmpegError as err:
+        raise InputError(
+            path, f"the file is damaged: reading its packets failed ({err}).", _FIX_REENCODE
+        ) from err
+    return stats
+
+
+def _check_complete(
+    path: Path,
+    container: av.container.InputContainer,
+    stats: dict[int, dict[str, Any]],
+    fps: Fraction | None,
+) -> None:
+    """Raise InputError when the packets found stop short of what the file declares.
+
+    The video's declared duration is compared with its own packets; a container
+    that declares only an overall duration (Matroska/WebM) is compared with the
+    latest packet of any stream, since audio may rightly outlast the video. Fewer
+    packets than the index declares, with the timestamps reaching the end, are
+    dropped frames (an AVI writes them as empty chunks), not a truncation.
+    """
+    vstream = container.streams.video[0]
+    vstats = stats[vstream.index]
+    if vstats["packets"] == 0:
+        raise InputError(
+            path,
+            "the video stream contains no frames (the file is truncated or empty).",
+            _FIX_REENCODE,
+        )
+    declared = _seconds(vstream.duration, vstream.time_base)
+    start = _seconds(vstream.start_time, vstream.time_base) or 0.0
+    ends = [st["end"] for st in stats.values() if st["end"] is not None]
+    if declared is not None:
+        found = None if vstats["end"] is None else float(vstats["end"]) - start
+    elif container.duration:
+        declared = container.duration / 1e6
+        first = (container.start_time or 0) / 1e6
+        found = float(max(ends)) - first if ends else None
+    else:
+        found = None
+    frame_s = float(1 / fps) if fps else 0.04
+    declared_frames = int(vstream.frames or 0)
+    broken = sum(st["corrupt"] + st["beyond_eof"] for st in stats.values())
+    time_known = declared is not None and found is not None
+    short_time = time_known and found < declared - 2 * frame_s
+    short_frames = declared_frames > 0 and vstats["packets"] < declared_frames
+    if not (broken or short_time or (short_frames and not time_known)):
+        return
+    parts = []
+    if time_known:
+        parts.append(
+            f"the video data stops at {found:.2f} s but the file declares {declared:.2f} s"
+        )
+    if declared_frames:
+        parts.append(f"{vstats['packets']} of {declared_frames} frames are present")
+    if broken:
+        parts.append(f"{broken} packet(s) are cut off at the end of the file")
+    raise InputError(path, f"the video file is truncated: {'; '.join(parts)}.", _FIX_REENCODE)
+
+
+def probe(path: PathLike) -> dict[str, Any]:
+    """Describe a video file (JSON-able) and reject files that cannot be used.
+
+    Returns size, container format, duration, the first video stream (codec,
+    width, height, average fps, frame count, pix_fmt, frame timing), the audio
+    streams and the sha256 digest. ``video.frames`` is the number of video
+    packets actually present (demuxed, not decoded); ``video.declared_frames`` is
+    what the container's index claims (0 if it does not say). Frame timing from
+    the packets' timestamps (:func:`frame_timing`): ``video.variable_frame_rate``,
+    ``video.frame_interval_s`` (min / median / max) and
+    ``video.timestamps_duration`` (first frame's start to last frame's end).
+
+    Raises :class:`InputError` (naming the file, the problem and a fix) for a
+    missing, empty, non-video (e.g. text), audio-only or truncated file.
+    """
+    path = Path(path)
+    with _open_checked(path) as container:
         vstream = container.streams.video[0]
         fps = _stream_fps(vstream)
-        stats = {
-            s.index: {"packets": 0, "end": None, "corrupt": 0, "beyond_eof": 0}
-            for s in container.streams
-        }
-        try:
-            for packet in container.demux():
-                if packet.size == 0 or packet.stream_index not in stats:
-                    continue  # flush packets
-                st = stats[packet.stream_index]
-                st["packets"] += 1
-                st["corrupt"] += bool(packet.is_corrupt)
-                if packet.pos is not None and packet.pos >= 0 and packet.pos + packet.size > size:
-                    st["beyond_eof"] += 1
-                if packet.pts is not None and packet.time_base is not None:
-                    end = (packet.pts + (packet.duration or 0)) * packet.time_base
-                    st["end"] = end if st["end"] is None else max(st["end"], end)
-        except av.error.FFmpegError as err:
-            raise InputError(
-                path,
-                f"the file is damaged: reading its packets failed ({err}).",
-                _FIX_REENCODE,
-            ) from err
-
+        stats = _scan_packets(path, container)
+        _check_complete(path, container, stats, fps)
         vstats = stats[vstream.index]
-        start = _seconds(vstream.start_time, vstream.time_base) or 0.0
+        timing = frame_timing(vstats["pts"], vstats["dur"], vstream.time_base)
         declared_duration = _seconds(vstream.duration, vstream.time_base)
-        if declared_duration is None and container.duration:
-            declared_duration = container.duration / 1e6
-        declared_frames = int(vstream.frames or 0)
-        found_end = None if vstats["end"] is None else float(vstats["end"]) - start
-        frame_s = float(1 / fps) if fps else 0.04
-
-        broken = sum(st["corrupt"] + st["beyond_eof"] for st in stats.values())
-        short_frames = declared_frames > 0 and vstats["packets"] < declared_frames
-        short_time = (
-            declared_duration is not None
-            and found_end is not None
-            and found_end < declared_duration - 2 * frame_s
-        )
-        if vstats["packets"] == 0:
-            raise InputError(
-                path,
-                "the video stream contains no frames (the file is truncated or empty).",
-                _FIX_REENCODE,
-            )
-        if broken or short_frames or short_time:
-            parts = []
-            if declared_duration is not None and found_end is not None:
-                parts.append(
-                    f"the video data stops at {found_end:.2f} s but the file declares "
-                    f"{declared_duration:.2f} s"
-                )
-            if declared_frames:
-                parts.append(f"{vstats['packets']} of {declared_frames} frames are present")
-            if broken:
-                parts.append(f"{broken} packet(s) are cut off at the end of the file")
-            raise InputError(
-                path,
-                f"the video file is truncated: {'; '.join(parts)}.",
-                _FIX_REENCODE,
-            )
-
         cc = vstream.codec_context
-        duration = container.duration / 1e6 if container.duration else declared_duration
         video = {
             "index": vstream.index,
             "codec": cc.name,
@@ -263,10 +350,13 @@ def probe(path: PathLike) -> dict[str, Any]:
             "fps": float(fps) if fps else None,
             "fps_fraction": f"{fps.numerator}/{fps.denominator}" if fps else None,
             "frames": vstats["packets"],
-            "declared_frames": declared_frames,
-            "duration": declared_duration if declared_duration is not None else found_end,
-            "start_time": start,
+            "declared_frames": int(vstream.frames or 0),
+            "duration": declared_duration
+            if declared_duration is not None
+            else timing["timestamps_duration"],
+            "start_time": _seconds(vstream.start_time, vstream.time_base) or 0.0,
             "sample_aspect_ratio": str(vstream.sample_aspect_ratio or "1"),
+            **timing,
         }
         audio = [
             {
@@ -280,10 +370,10 @@ def probe(path: PathLike) -> dict[str, Any]:
         ]
         return {
             "path": str(path),
-            "size_bytes": size,
+            "size_bytes": path.stat().st_size,
             "format": container.format.name,
             "format_long_name": container.format.long_name,
-            "duration": duration,
+            "duration": container.duration / 1e6 if container.duration else video["duration"],
             "bit_rate": container.bit_rate,
             "video": video,
             "audio": audio,
@@ -357,51 +447,79 @@ def fps_override_value(fps_override: Any) -> float | None:
     return value
 
 
-def standardize(
+def source_duration(src: PathLike, info: Mapping[str, Any], fps_override: float | None) -> float:
+    """Seconds the source lasts: its frames / ``fps_override``, else what its timestamps span.
+
+    Falls back to the declared durations for a probe without timestamps (a raw
+    stream, or probe.json from an older version).
+    """
+    video = info["video"]
+    if fps_override:
+        return video["frames"] / fps_override
+    for value in (video.get("timestamps_duration"), video.get("duration"), info.get("duration")):
+        if value:
+            return float(value)
+    raise InputError(
+        src,
+        "the video has no timestamps and declares no duration, so its frame rate is unknown.",
+        "set the true frame rate in the `fps` column of the videos sheet.",
+        field="fps",
+    )
+
+
+def check_duration(src: PathLike, frames: int, fps: float, expected_s: float) -> None:
+    """InputError unless ``frames`` at ``fps`` last ``expected_s`` within one frame (+ tolerance)."""
+    got_s = frames / fps
+    if abs(got_s - expected_s) <= 1 / fps + DURATION_TOLERANCE_S:
+        return
+    raise InputError(
+        src,
+        f"the standardized video lasts {got_s:.3f} s ({frames} frames at {fps:g} fps) but the "
+        f"source should last {expected_s:.3f} s (its timestamps, or its frames at the `fps` "
+        "column's rate); the frames FFmpeg decodes do not match the file's timestamps.",
+        "if the `fps` column of the videos sheet is set, check it (it replaces the file's "
+        "timestamps: leave it empty unless the header's frame rate is wrong); otherwise "
+        + _FIX_REENCODE,
+        field="fps",
+    )
+
+
+def source_timing(info: Mapping[str, Any], fps_override: float | None) -> dict[str, Any]:
+    """What a standardized video's provenance records about its source's timing."""
+    video = info["video"]
+    return {
+        "frames": video["frames"],
+        "header_fps": video["fps"],
+        "variable_frame_rate": video.get("variable_frame_rate"),
+        "frame_interval_s": video.get("frame_interval_s"),
+        "timestamps_duration": video.get("timestamps_duration"),
+        "start_time": video.get("start_time"),
+        "fps_override": fps_override,
+        "resampling": "by timestamps (fps filter, round=near): frame i at i/fps shows the "
+        "source frame on screen at (i + 0.5)/fps"
+        if not fps_override
+        else "timestamps regenerated at fps_override, then resampled (fps filter, round=near)",
+    }
+
+
+def _standardize_graph(
     src: PathLike,
-    dest: PathLike,
+    tmp: Path,
     *,
     fps: float,
     width: int,
     height: int,
-    color: str = "gray",
-    crf: int = 18,
-    fps_override: float | None = None,
-    threads: int = 1,
-    source_probe: Mapping[str, Any] | None = None,
-    provenance: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Transcode ``src`` to a standard H.264 MP4 in one ffmpeg pass, atomically.
-
-    - ``fps_override``: the true frame rate of the source when its header is wrong
-      (sheet column ``fps``): timestamps are regenerated at that rate.
-    - ``fps`` filter to the standard rate; scale to fit ``width x height`` keeping
-      the aspect ratio, then pad (black) to exactly that size, square pixels.
-    - ``color``: ``gray`` (8-bit luma only) or ``rgb`` (yuv420p).
-    - libx264 at ``crf``, no audio/subtitles/data, no source metadata, bit-exact
-      muxing and a fixed encoder thread count: the same input gives the same bytes.
-    - ``provenance`` (JSON) is stored in the container's ``comment`` tag.
-
-    Decoding errors in ``src`` raise :class:`InputError` naming ``src``. The result
-    is checked (frame count = duration x fps within :data:`FRAME_TOLERANCE`, size)
-    before it is renamed onto ``dest``. Returns the probe of the result.
-    """
-    if color not in ("gray", "rgb"):
-        raise InputError(
-            None, f"video color {color!r} is unknown.", "use gray or rgb.", field="video.color"
-        )
-    info = dict(source_probe) if source_probe is not None else probe(src)
-    override = fps_override_value(fps_override)
-    src_video = info["video"]
-    if override:
-        duration = src_video["frames"] / override
-    else:
-        duration = src_video["duration"] or info["duration"]
-    expected = round(duration * fps)
-
-    inp = ffmpeg.input(str(src), threads=threads, **({"r": override} if override else {}))
+    color: str,
+    crf: int,
+    fps_override: float | None,
+    threads: int,
+    comment: Mapping[str, Any] | None,
+) -> Any:
+    """The one-pass ffmpeg-python graph of :func:`standardize` (see there)."""
+    inp = ffmpeg.input(str(src), threads=threads, **({"r": fps_override} if fps_override else {}))
     video = (
-        inp.video.filter("fps", fps=fps)
+        inp.video.filter("setpts", "PTS-STARTPTS")  # time 0 = the first video frame
+        .filter("fps", fps=fps, round="near")
         .filter(
             "scale",
             width,
@@ -420,6 +538,7 @@ def standardize(
         "preset": "medium",
         "threads": ENCODER_THREADS,
         "filter_threads": threads,
+        "fps_mode": "passthrough",  # the fps filter's timestamps, unchanged
         "map_metadata": -1,
         "map_chapters": -1,
         "fflags": "+bitexact",
@@ -429,11 +548,77 @@ def standardize(
         "sn": None,
         "dn": None,
     }
-    if provenance is not None:
-        out_opts["metadata"] = f"comment={json.dumps(provenance, sort_keys=True)}"
+    if comment is not None:
+        out_opts["metadata"] = f"comment={json.dumps(comment, sort_keys=True)}"
+    return video.output(str(tmp), **out_opts).global_args(
+        "-hide_banner", "-nostdin", "-xerror", "-loglevel", "error"
+    )
+
+
+def standardize(
+    src: PathLike,
+    dest: PathLike,
+    *,
+    fps: float,
+    width: int,
+    height: int,
+    color: str = "gray",
+    crf: int = 18,
+    fps_override: float | None = None,
+    threads: int = 1,
+    source_probe: Mapping[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Transcode ``src`` to a standard constant-frame-rate H.264 MP4 in one ffmpeg pass, atomically.
+
+    - Frames are resampled to ``fps`` by their presentation timestamps (ffmpeg's
+      ``fps`` filter, ``round=near``): frame i of the result has the timestamp
+      i / fps from the first video frame (which is time 0 even when another
+      stream starts earlier: the source's ``start_time`` goes into the provenance)
+      and shows the source frame that was on screen at its centre, (i + 0.5) / fps.
+      Variable-frame-rate sources (phones, webcams, rigs that drop frames)
+      therefore come out constant-rate and in time; the timestamps are only
+      shifted, never regenerated (``fps_mode passthrough`` keeps the filter's).
+    - ``fps_override``: the true frame rate of the source when its header is wrong
+      (sheet column ``fps``): the file's timestamps are replaced by i / fps_override.
+    - scale to fit ``width x height`` keeping the aspect ratio, then pad (black) to
+      exactly that size, square pixels.
+    - ``color``: ``gray`` (8-bit luma only) or ``rgb`` (yuv420p).
+    - libx264 at ``crf``, no audio/subtitles/data, no source metadata, bit-exact
+      muxing and a fixed encoder thread count: the same input gives the same bytes.
+    - ``provenance`` (JSON) is stored in the container's ``comment`` tag, with
+      ``source_timing`` (:func:`source_timing`: whether the source was variable
+      frame rate, its frame intervals) added.
+
+    Decoding errors in ``src`` raise :class:`InputError` naming ``src``. The result
+    is checked before it is renamed onto ``dest``: its size, and its duration
+    against the source's (:func:`source_duration`, :func:`check_duration`).
+    Returns the probe of the result.
+    """
+    if color not in ("gray", "rgb"):
+        raise InputError(
+            None, f"video color {color!r} is unknown.", "use gray or rgb.", field="video.color"
+        )
+    info = dict(source_probe) if source_probe is not None else probe(src)
+    override = fps_override_value(fps_override)
+    expected_s = source_duration(src, info, override)
+    comment = (
+        None
+        if provenance is None
+        else {**provenance, "source_timing": source_timing(info, override)}
+    )
     with atomic_path(dest) as tmp:
-        graph = video.output(str(tmp), **out_opts).global_args(
-            "-hide_banner", "-nostdin", "-xerror", "-loglevel", "error"
+        graph = _standardize_graph(
+            src,
+            tmp,
+            fps=fps,
+            width=width,
+            height=height,
+            color=color,
+            crf=crf,
+            fps_override=override,
+            threads=threads,
+            comment=comment,
         )
         _run_ffmpeg(graph, src=src, what="standardizing")
         result = probe(tmp)
@@ -442,23 +627,16 @@ def standardize(
             raise RuntimeError(
                 f"{src}: standardized size {got['width']}x{got['height']} != {width}x{height}"
             )
-        if abs(got["frames"] - expected) > FRAME_TOLERANCE:
-            raise InputError(
-                src,
-                f"the standardized video has {got['frames']} frames but {duration:.3f} s at "
-                f"{fps} fps should give {expected}; the source's timestamps are inconsistent "
-                "(variable frame rate or a wrong frame rate in its header).",
-                "set the true frame rate in the `fps` column of the videos sheet.",
-                field="fps",
-            )
+        check_duration(src, got["frames"], fps, expected_s)
         log.info(
-            "standardized %s: %d frames, %dx%d, %s fps, %s",
+            "standardized %s: %d frames, %dx%d, %s fps, %s%s",
             src,
             got["frames"],
             width,
             height,
             fps,
             color,
+            " (variable frame rate source)" if info["video"].get("variable_frame_rate") else "",
         )
     result["path"] = str(dest)
     return result
@@ -517,6 +695,42 @@ def video_fps(path: PathLike) -> float:
     if not fps:
         raise InputError(path, "the video stream declares no frame rate.", _FIX_REENCODE)
     return float(fps)
+
+
+def frame_count(path: PathLike) -> int:
+    """Frames of the first video stream: its packets, demuxed (not decoded), as :func:`probe` counts."""
+    try:
+        with av.open(str(path)) as container:
+            streams = container.streams.video
+            count = (
+                sum(1 for p in container.demux(streams[0]) if p.size and not p.is_discard)
+                if streams
+                else None
+            )
+    except (av.error.FFmpegError, FileNotFoundError) as err:
+        raise InputError(path, f"cannot open the video ({err}).", _FIX_REENCODE) from err
+    if count is None:
+        raise InputError(path, "the file has no video stream.", "give a video file.")
+    return count
+
+
+def require_frames(path: PathLike, needed: int, *, what: str, fix: str, field: str) -> int:
+    """The frame count of ``path``, or an InputError (file, ``field``, ``fix``) if under ``needed``.
+
+    ``what`` completes "fewer than the {needed} ..." (e.g. "frames one clip spans").
+    Extractors call it before they load a model or write anything.
+    """
+    count = frame_count(path)
+    if count >= needed:
+        return count
+    fps = video_fps(path)
+    raise InputError(
+        path,
+        f"the video has {count} frame(s) ({count / fps:.3f} s at {fps:g} fps), fewer than "
+        f"the {needed} {what}.",
+        fix,
+        field=field,
+    )
 
 
 def iter_frames(

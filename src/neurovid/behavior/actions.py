@@ -33,7 +33,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from neurovid.errors import InputError
-from neurovid.io import PathLike, atomic_path, write_json, write_table
+from neurovid.io import PathLike, atomic_path, write_table
 
 log = logging.getLogger(__name__)
 
@@ -419,10 +419,11 @@ class SegmentEmbedder:
     def load(self) -> tuple[Any, Any, Any, list[int]]:
         """(network, processor, runtime, checked layers), loaded once."""
         if self._loaded is None:
+            from neurovid import models
             from neurovid.features import runtime as rt
             from neurovid.features.qwen2vl import load_qwen2vl
 
-            runtime = rt.select_runtime(self.device, self.threads)
+            runtime = models.select_runtime(self.device, self.threads)
             network, processor = load_qwen2vl(self.model, runtime)
             network.to(runtime.device)
             text = getattr(network.config, "text_config", network.config)
@@ -440,12 +441,12 @@ class SegmentEmbedder:
 
     def describe(self) -> dict[str, Any]:
         """Settings and weights revision, for provenance."""
-        from neurovid.features import runtime as rt
+        from neurovid import models
 
         network, _, runtime, layers = self.load()
         return {
             "model_id": self.model,
-            "revision": rt.weights_revision(self.model, network),
+            "revision": models.weights_revision(self.model, network),
             "layers": layers,
             "pooling": "mean over video tokens",
             "clip_frames": self.clip_frames,
@@ -706,6 +707,4 @@ def write_segments(
 ) -> None:
     """Write ``segments.csv`` atomically, plus ``<name>.json`` beside it with the provenance."""
     path = Path(path)
-    write_table(path, table, sep=",")
-    if provenance is not None:
-        write_json(path.with_suffix(".json"), {"provenance": dict(provenance)})
+    write_table(path, table, sep=",", provenance=provenance)

@@ -4,9 +4,13 @@ Training (:func:`train_frame_classifier`) reads a labeled-frames folder (one
 subfolder per class, :func:`load_frames_folder`), fine-tunes a transformers
 ``AutoModelForImageClassification`` (a hub id or a local ``save_pretrained``
 directory; the classification head is replaced when its size differs) with a
-class-weighted cross-entropy on a seeded, stratified split, and evaluates the
-held-out frames (per-class precision / recall / F1, macro F1, confusion
-matrix). Frames are preprocessed by the model's own image processor. The
+class-weighted cross-entropy, and evaluates held-out frames (per-class
+precision / recall / F1, macro F1, confusion matrix) that are held out in
+time (:func:`held_out_split`): whole videos when the frames come from 2+
+videos, contiguous time blocks with a guard when they come from one (the file
+names ``{video}_f{frame}`` say where each frame comes from), frames drawn at
+random per class only when the names carry no time (logged and recorded).
+Frames are preprocessed by the model's own image processor. The
 fine-tuned model, its processor and ``training.json`` (provenance and metrics)
 are written into one folder atomically, with ``metrics.tsv`` and
 ``confusion.tsv`` beside them.
@@ -29,6 +33,8 @@ import heapq
 import json
 import logging
 import math
+import re
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +44,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from neurovid import models
 from neurovid.errors import InputError
 from neurovid.features import runtime as rt
-from neurovid.io import PathLike, atomic_dir, atomic_path, provenance, to_json, write_json
+from neurovid.io import (
+    PathLike,
+    atomic_dir,
+    atomic_path,
+    provenance,
+    sidecar_path,
+    to_json,
+    write_json,
+)
 
 FIELD = "behavior.classifier"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -153,6 +168,7 @@ class TrainReport:
     accuracy: float
     confusion: np.ndarray  # [K, K]: rows true class, columns predicted class
     provenance: dict[str, Any] = field(default_factory=dict)
+    split: dict[str, Any] = field(default_factory=dict)  # HeldOutSplit.to_dict()
 
     def confusion_table(self) -> pd.DataFrame:
         """The confusion matrix with class names: column ``true``, one column per predicted class."""
@@ -161,15 +177,22 @@ class TrainReport:
         return table
 
     def metrics_table(self) -> pd.DataFrame:
-        """Per-class precision / recall / F1 / support plus a ``macro`` row."""
+        """Per-class precision / recall / F1 / support, a ``macro`` row and the ``split`` used.
+
+        The macro row averages the classes with held-out frames (a class
+        absent from the held-out frames has no score); ``split`` is the same
+        on every row (:meth:`HeldOutSplit.describe`).
+        """
+        scored = self.per_class[self.per_class["support"] > 0]
         macro = {
             "class": "macro",
-            "precision": float(self.per_class["precision"].mean()),
-            "recall": float(self.per_class["recall"].mean()),
+            "precision": float(scored["precision"].mean()),
+            "recall": float(scored["recall"].mean()),
             "f1": self.macro_f1,
             "support": int(self.per_class["support"].sum()),
         }
-        return pd.concat([self.per_class, pd.DataFrame([macro])], ignore_index=True)
+        table = pd.concat([self.per_class, pd.DataFrame([macro])], ignore_index=True)
+        return table.assign(split=self.split.get("description", ""))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -184,6 +207,7 @@ class TrainReport:
             "accuracy": self.accuracy,
             "confusion": self.confusion.tolist(),
             "confusion_axes": "rows: true class, columns: predicted class (order of classes)",
+            "split": self.split,
             "provenance": self.provenance,
         }
 
@@ -226,7 +250,9 @@ def stratified_split(
 
     Every class keeps at least one frame on each side (classes have >= 2
     frames), so every class has a held-out score; which frames are held out
-    is drawn with ``seed``.
+    is drawn with ``seed``. The frames are drawn at random, so neighbours in
+    a video fall on both sides: use it only for frames without time
+    information (:func:`held_out_split`).
     """
     rng = np.random.default_rng(seed)
     test: list[np.ndarray] = []
@@ -236,6 +262,317 @@ def stratified_split(
         test.append(members[:n_test])
     test_idx = np.sort(np.concatenate(test))
     return np.setdiff1d(np.arange(len(labels)), test_idx), test_idx
+
+
+# ------------------------------------------------------------------ held out in time
+
+SPLIT_METHODS = ("auto", "videos", "blocks", "stratified")
+SPLIT_DEFAULTS: dict[str, Any] = {"method": "auto", "blocks": 8, "guard_frames": 15}
+FRAME_NAME = re.compile(r"^(?P<video>.+)_f(?P<frame>\d+)$")
+FRAME_NAME_FORM = (
+    "{video}_f{frame}.png (e.g. v0_f000123.png, as the labeled_frames rule names them)"
+)
+
+
+@dataclass(frozen=True)
+class FrameTimes:
+    """Where each labeled frame comes from: ``videos`` str [N] and ``frames`` int64 [N] (0-based)."""
+
+    videos: np.ndarray
+    frames: np.ndarray
+
+
+def frame_times(paths: Sequence[Path]) -> FrameTimes | None:
+    """Video and frame index of each labeled frame, from file names ``{video}_f{frame}.<ext>``.
+
+    None when no name has that form (a plain folder of frames: no time
+    information). Raises :class:`InputError` when only some names have it,
+    since the others' neighbours in time could not be kept apart.
+    """
+    matches = [FRAME_NAME.match(p.stem) for p in paths]
+    named = [m for m in matches if m is not None]
+    if not named:
+        return None
+    if len(named) < len(paths):
+        first = next(p for p, m in zip(paths, matches, strict=True) if m is None)
+        raise InputError(
+            first,
+            f"the name does not say which video and frame it comes from, but {len(named)} of the "
+            f"{len(paths)} labeled frames' names do, so held-out frames cannot be kept apart in time.",
+            f"name every frame {FRAME_NAME_FORM} or none of them, or set split.method: stratified.",
+            field=f"{FIELD}.split.method",
+        )
+    return FrameTimes(
+        videos=np.asarray([m["video"] for m in named], dtype=str),
+        frames=np.asarray([int(m["frame"]) for m in named], dtype=np.int64),
+    )
+
+
+@dataclass(frozen=True)
+class HeldOutSplit:
+    """Training and held-out frames, and how they were chosen (:func:`held_out_split`).
+
+    ``method``: ``videos`` (whole videos held out), ``blocks`` (contiguous
+    time blocks held out, training frames within ``guard_frames`` of a
+    held-out frame of the same video dropped) or ``stratified`` (frames drawn
+    at random, no time information). ``held_out_units``: the held-out videos
+    or blocks (video and frame range); ``guarded``: frames in neither set.
+    """
+
+    train: np.ndarray
+    test: np.ndarray
+    method: str
+    reason: str
+    n_units: int = 0
+    held_out_units: list[dict[str, Any]] = field(default_factory=list)
+    guard_frames: int = 0
+    guarded: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def describe(self) -> str:
+        """One line for the log and ``metrics.tsv``: the method and what was held out."""
+        if self.method == "stratified":
+            return f"stratified: frames drawn at random per class ({self.reason})"
+        if self.method == "videos":
+            names = ", ".join(u["video"] for u in self.held_out_units)
+            return f"videos: {len(self.held_out_units)} of {self.n_units} videos held out ({names})"
+        spans = ", ".join(_span(u) for u in self.held_out_units)
+        return (
+            f"blocks: {len(self.held_out_units)} of {self.n_units} contiguous time blocks held out"
+            f" ({spans}); guard {self.guard_frames} frames, {len(self.guarded)} frames dropped"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        n = len(self.train) + len(self.test) + len(self.guarded)
+        return {
+            "method": self.method,
+            "reason": self.reason,
+            "description": self.describe(),
+            "n_units": self.n_units,
+            "held_out_units": self.held_out_units,
+            "guard_frames": self.guard_frames,
+            "n_guarded": len(self.guarded),
+            "held_out_share": len(self.test) / n,
+        }
+
+
+def _span(unit: Mapping[str, Any]) -> str:
+    first, last = unit["first"], unit["last"]
+    if first["video"] == last["video"]:
+        return f"{first['video']} frames {first['frame']}-{last['frame']}"
+    return f"{first['video']} frame {first['frame']} - {last['video']} frame {last['frame']}"
+
+
+def split_options(split: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``behavior.classifier.split`` settings over :data:`SPLIT_DEFAULTS`."""
+    unknown = sorted(set(split or {}) - set(SPLIT_DEFAULTS))
+    if unknown:
+        raise InputError(
+            None,
+            f"unknown split setting(s) {unknown}.",
+            f"use only {list(SPLIT_DEFAULTS)}.",
+            field=f"{FIELD}.split",
+        )
+    return {**SPLIT_DEFAULTS, **dict(split or {})}
+
+
+def _split_method(method: str, times: FrameTimes | None) -> tuple[str, str]:
+    """``(method, reason)``: ``auto`` resolved from the frames' time information."""
+    if method not in SPLIT_METHODS:
+        raise InputError(
+            None,
+            f"split.method {method!r} is not one of {list(SPLIT_METHODS)}.",
+            "use auto (by video with 2+ videos, else by time blocks), videos, blocks or stratified.",
+            field=f"{FIELD}.split.method",
+        )
+    n_videos = 0 if times is None else len(np.unique(times.videos))
+    if method in ("videos", "blocks") and times is None:
+        raise InputError(
+            None,
+            f"split.method {method!r} needs each frame's video and frame index, "
+            "but the frame names carry none.",
+            f"name the frames {FRAME_NAME_FORM}, or use split.method: stratified.",
+            field=f"{FIELD}.split.method",
+        )
+    if method == "videos" and n_videos < 2:
+        raise InputError(
+            None,
+            "split.method 'videos' needs labeled frames from at least 2 videos, found 1.",
+            "label frames of another video, or use split.method: blocks (or auto).",
+            field=f"{FIELD}.split.method",
+        )
+    if method != "auto":
+        return method, f"split.method: {method}"
+    if times is None:
+        return "stratified", (
+            f"the frame names carry no video and frame index ({FRAME_NAME_FORM}), "
+            "so held-out frames may be near-identical neighbours of training frames "
+            "and the held-out F1 is optimistic"
+        )
+    if n_videos >= 2:
+        return "videos", f"frames from {n_videos} videos: whole videos held out"
+    return "blocks", "frames from one video: contiguous time blocks held out"
+
+
+def time_blocks(times: FrameTimes, n_blocks: int) -> np.ndarray:
+    """Block of each frame (int64 [N]): ``n_blocks`` runs of consecutive frames in time.
+
+    Frames are ordered by video, then frame index, and cut into ``n_blocks``
+    runs of (nearly) equal counts, so each block is one stretch of time.
+    """
+    order = np.lexsort((times.frames, times.videos))
+    block = np.empty(len(order), dtype=np.int64)
+    for b, members in enumerate(np.array_split(order, n_blocks)):
+        block[members] = b
+    return block
+
+
+def guard_mask(times: FrameTimes, test: np.ndarray, guard_frames: int) -> np.ndarray:
+    """bool [N]: frames within ``guard_frames`` frames of a held-out frame of the same video."""
+    near = np.zeros(len(times.frames), dtype=bool)
+    for video in np.unique(times.videos[test]):
+        held = np.sort(times.frames[test][times.videos[test] == video])
+        members = np.flatnonzero(times.videos == video)
+        frames = times.frames[members]
+        after = np.searchsorted(held, frames).clip(max=len(held) - 1)
+        before = (after - 1).clip(min=0)
+        distance = np.minimum(np.abs(frames - held[after]), np.abs(frames - held[before]))
+        near[members] = distance <= guard_frames
+    near[test] = False
+    return near
+
+
+def _group_folds(
+    labels: np.ndarray, groups: np.ndarray, held_out: float, seed: int
+) -> list[np.ndarray]:
+    """Held-out candidates: the folds of scikit-learn's ``StratifiedGroupKFold``, in seeded order.
+
+    ``round(1 / held_out)`` folds (at least 2, at most the number of groups),
+    each a set of whole groups with class proportions as even as the groups allow.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_groups = len(np.unique(groups))
+    n_splits = min(max(round(1 / held_out), 2), n_groups, int(np.bincount(labels).max()))
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    # A class with fewer frames than folds makes scikit-learn warn; coverage is checked after.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        tests = [test for _, test in folds.split(labels, labels, groups)]
+    order = np.random.default_rng(seed).permutation(len(tests))
+    return [np.sort(tests[i]) for i in order]
+
+
+def _missing(labels: np.ndarray, idx: np.ndarray, n_classes: int) -> int:
+    return int((np.bincount(labels[idx], minlength=n_classes) == 0).sum())
+
+
+def _choose_fold(
+    labels: np.ndarray, times: FrameTimes, folds: Sequence[np.ndarray], guard: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, held-out)``: the first fold leaving every class on both sides, else the best.
+
+    Training frames are the others, less those within ``guard`` frames of a
+    held-out one (None: no guard). "Best" misses the fewest classes from
+    training, then from the held-out frames.
+    """
+    n_classes = int(labels.max()) + 1
+    best: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
+    for test in folds:
+        train = np.setdiff1d(np.arange(len(labels)), test)
+        if guard is not None:
+            train = train[~guard_mask(times, test, guard)[train]]
+        score = (_missing(labels, train, n_classes), _missing(labels, test, n_classes))
+        if best is None or score < best[0]:
+            best = (score, train, test)
+        if score == (0, 0):
+            break
+    assert best is not None, "no folds"
+    return best[1], best[2]
+
+
+def held_out_split(
+    labels: np.ndarray,
+    times: FrameTimes | None,
+    *,
+    held_out: float,
+    seed: int,
+    method: str = SPLIT_DEFAULTS["method"],
+    blocks: int = SPLIT_DEFAULTS["blocks"],
+    guard_frames: int = SPLIT_DEFAULTS["guard_frames"],
+) -> HeldOutSplit:
+    """Training and held-out frames, held out in time where the frames say when they were filmed.
+
+    - ``videos`` (``auto`` with frames from 2+ videos): whole videos are held out.
+    - ``blocks`` (``auto`` with one video): the frames are cut into ``blocks``
+      contiguous time blocks (:func:`time_blocks`) and whole blocks are held
+      out; training frames within ``guard_frames`` of a held-out frame of the
+      same video are dropped (:func:`guard_mask`), so no training frame is a
+      near-identical neighbour of a held-out one.
+    - ``stratified`` (``auto`` without time information): :func:`stratified_split`.
+
+    Videos and blocks are grouped into ``round(1 / held_out)`` folds balanced
+    by class (``StratifiedGroupKFold``); the held-out fold is the first, in
+    seeded order, that leaves every class on both sides after the guard
+    (else the one missing the fewest classes, from training first).
+    """
+    resolved, reason = _split_method(method, times)
+    if resolved == "stratified" or times is None:
+        train, test = stratified_split(labels, held_out, seed)
+        return HeldOutSplit(train=train, test=test, method="stratified", reason=reason)
+    if resolved == "blocks" and int(blocks) < 2:
+        raise InputError(
+            None,
+            f"split.blocks={blocks} must be >= 2.",
+            "use e.g. 8.",
+            field=f"{FIELD}.split.blocks",
+        )
+    if int(guard_frames) < 0:
+        raise InputError(
+            None,
+            f"split.guard_frames={guard_frames} must be >= 0.",
+            "use at least the number of frames over which neighbouring frames look alike.",
+            field=f"{FIELD}.split.guard_frames",
+        )
+    if resolved == "videos":
+        groups = np.unique(times.videos, return_inverse=True)[1]
+    else:
+        groups = time_blocks(times, min(int(blocks), len(labels)))
+    guard = int(guard_frames) if resolved == "blocks" else None
+    train, test = _choose_fold(labels, times, _group_folds(labels, groups, held_out, seed), guard)
+    guarded = np.setdiff1d(np.arange(len(labels)), np.concatenate([train, test]))
+    return HeldOutSplit(
+        train=train,
+        test=test,
+        method=resolved,
+        reason=reason,
+        n_units=int(groups.max()) + 1,
+        held_out_units=_held_out_units(resolved, times, groups, test),
+        guard_frames=guard or 0,
+        guarded=guarded,
+    )
+
+
+def _held_out_units(
+    method: str, times: FrameTimes, groups: np.ndarray, test: np.ndarray
+) -> list[dict[str, Any]]:
+    """The held-out videos (name, frames) or blocks (index, first and last frame, frames)."""
+    units: list[dict[str, Any]] = []
+    for g in np.unique(groups[test]):
+        members = np.flatnonzero(groups == g)
+        if method == "videos":
+            units.append({"video": str(times.videos[members[0]]), "n_frames": len(members)})
+            continue
+        order = members[np.lexsort((times.frames[members], times.videos[members]))]
+        first, last = order[0], order[-1]
+        units.append(
+            {
+                "block": int(g),
+                "first": {"video": str(times.videos[first]), "frame": int(times.frames[first])},
+                "last": {"video": str(times.videos[last]), "frame": int(times.frames[last])},
+                "n_frames": len(members),
+            }
+        )
+    return units
 
 
 def load_classifier(
@@ -251,7 +588,7 @@ def load_classifier(
     """
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    processor = rt.from_pretrained(AutoImageProcessor.from_pretrained, model, field)
+    processor = models.from_pretrained(AutoImageProcessor.from_pretrained, model, field)
     kwargs: dict[str, Any] = {"dtype": torch.float32}
     if classes is not None:
         kwargs.update(
@@ -259,10 +596,51 @@ def load_classifier(
             label2id={name: i for i, name in enumerate(classes)},
             ignore_mismatched_sizes=True,
         )
-    network = rt.from_pretrained(
+    network = models.from_pretrained(
         AutoModelForImageClassification.from_pretrained, model, field, **kwargs
     )
     return network, processor
+
+
+def _split_frames(
+    frames_root: PathLike,
+    paths: Sequence[Path],
+    labels: np.ndarray,
+    classes: Sequence[str],
+    emit: rt.Emit,
+    held_out: float,
+    seed: int,
+    options: Mapping[str, Any],
+) -> HeldOutSplit:
+    """:func:`held_out_split` of a labeled-frames folder, checked and logged.
+
+    Raises :class:`InputError` when a class has no training frame left (all
+    its frames are held out or guarded); a class without held-out frames is
+    logged (it gets no score).
+    """
+    method = options["method"]
+    times = frame_times(paths) if method != "stratified" else None
+    chosen = held_out_split(labels, times, held_out=held_out, seed=seed, **options)
+    emit(f"held-out split: {chosen.describe()}")
+    if chosen.method == "stratified" and method == "auto":
+        emit(f"no time information: {chosen.reason}")
+    n_train = np.bincount(labels[chosen.train], minlength=len(classes))
+    n_test = np.bincount(labels[chosen.test], minlength=len(classes))
+    if (n_train == 0).any():
+        name = classes[int(np.flatnonzero(n_train == 0)[0])]
+        raise InputError(
+            frames_root,
+            f"class {name!r} has no training frames left: all its frames fall in the held-out "
+            f"{chosen.method} or within the guard ({chosen.describe()}).",
+            "label more bouts of it, spread over the video(s), use more split.blocks, "
+            "a smaller split.guard_frames, or more videos.",
+            field=f"{FIELD}.split",
+        )
+    for k in np.flatnonzero(n_test == 0):
+        emit(
+            f"class {classes[k]!r} has no held-out frames in this split: it gets no held-out score"
+        )
+    return chosen
 
 
 def train_frame_classifier(
@@ -275,6 +653,7 @@ def train_frame_classifier(
     batch_size: int,
     held_out: float = 0.2,
     seed: int = 0,
+    split: Mapping[str, Any] | None = None,
     device: str = "auto",
     class_weights: str | Mapping[str, float] | None = "balanced",
     weight_decay: float = 0.01,
@@ -283,9 +662,13 @@ def train_frame_classifier(
 ) -> TrainReport:
     """Fine-tune ``model`` on the labeled frames under ``frames_root``; write it to ``out_dir``.
 
-    - Split: :func:`stratified_split` keeps a ``held_out`` share of each
-      class (seeded) for evaluation only; the model of the last epoch is kept (the held-out
-      frames never choose anything, so their scores are unbiased).
+    - Split: :func:`held_out_split` (``split``: ``method``, ``blocks``,
+      ``guard_frames``, defaults :data:`SPLIT_DEFAULTS`) keeps about a ``held_out`` share of the frames for evaluation only:
+      whole videos when the frames come from 2+ videos, contiguous time blocks
+      with a guard when they come from one (file names ``{video}_f{frame}``,
+      :func:`frame_times`), frames drawn at random per class when the names
+      carry no time (logged, and said in the outputs). The model of the last
+      epoch is kept (the held-out frames never choose anything).
     - Loss: cross-entropy weighted by ``class_weights`` (``balanced`` gives
       each class the same total weight on the training frames).
     - Optimiser: AdamW(``lr``, ``weight_decay``), ``epochs`` passes in seeded
@@ -293,8 +676,10 @@ def train_frame_classifier(
     - Output (written atomically as one folder): the fine-tuned model and its
       image processor (``save_pretrained``, ``id2label`` = the classes),
       ``training.json`` (provenance: base model, classes, counts, parameters,
-      versions; and the metrics), ``metrics.tsv`` (per-class precision,
-      recall, F1, support and a ``macro`` row) and ``confusion.tsv``.
+      versions; the metrics; ``split``: :meth:`HeldOutSplit.to_dict`),
+      ``metrics.tsv`` (per-class precision, recall, F1, support, a ``macro``
+      row over the classes with held-out frames, and a ``split`` column that
+      says how the frames were held out) and ``confusion.tsv``.
     """
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
@@ -320,10 +705,12 @@ def train_frame_classifier(
     paths, labels, classes = load_frames_folder(frames_root)
     n_classes = len(classes)
     indices = np.arange(len(paths))
-    train_idx, test_idx = stratified_split(labels, held_out, seed)
+    options = split_options(split)
+    chosen = _split_frames(frames_root, paths, labels, classes, emit, held_out, seed, options)
+    train_idx, test_idx = chosen.train, chosen.test
     weights = _class_weights(class_weights, labels[train_idx], classes)
 
-    runtime = rt.select_runtime(device, threads)
+    runtime = models.select_runtime(device, threads)
     torch.manual_seed(seed)  # the new head's initialisation
     network, processor = load_classifier(model, classes)
     network.to(runtime.device)
@@ -398,11 +785,14 @@ def train_frame_classifier(
         "behavior_classifier_train",
         {
             "base_model": model,
-            "base_revision": rt.weights_revision(model, network) if rt.is_local(model) else None,
+            "base_revision": models.weights_revision(model, network)
+            if models.is_local(model)
+            else None,
             "epochs": int(epochs),
             "lr": float(lr),
             "batch_size": int(batch_size),
             "held_out": float(held_out),
+            "split": options,
             "seed": int(seed),
             "class_weights": dict(class_weights)
             if isinstance(class_weights, Mapping)
@@ -424,10 +814,11 @@ def train_frame_classifier(
         class_weights={c: float(w) for c, w in zip(classes, weights, strict=True)},
         epoch_losses=[float(x) for x in epoch_losses],
         per_class=per_class,
-        macro_f1=float(f1.mean()),
+        macro_f1=float(f1[support > 0].mean()),
         accuracy=float(accuracy_score(truth, predicted)),
         confusion=confusion_matrix(truth, predicted, labels=ks),
         provenance=record,
+        split=chosen.to_dict(),
     )
     with atomic_dir(out_dir) as tmp:
         network.to("cpu").save_pretrained(tmp)
@@ -470,7 +861,7 @@ def predict_video(
     memory does not depend on the video's length.
     """
     emit = rt.emitter(log)
-    runtime = rt.select_runtime(device, threads)
+    runtime = models.select_runtime(device, threads)
     network, processor = load_classifier(str(model_dir), field=f"{FIELD}.model_dir")
     network.eval().to(runtime.device)
     classes = model_classes(network)
@@ -483,7 +874,7 @@ def predict_video(
             logits = network(pixel_values=pixels).logits
         return torch.softmax(logits.float(), dim=1)
 
-    batch = rt.auto_batch_size(
+    batch = models.auto_batch_size(
         lambda n: probabilities(torch.zeros(n, 3, ch, cw, device=runtime.device)),
         runtime,
         batch_size,
@@ -640,11 +1031,6 @@ def frame_table_classes(table: pd.DataFrame) -> list[str]:
     return [c[len(PROB_PREFIX) :] for c in table.columns if c.startswith(PROB_PREFIX)]
 
 
-def sidecar_path(frames_csv: PathLike) -> Path:
-    """``results/behavior/{video}.frames.csv`` -> ``results/behavior/{video}.frames.json``."""
-    return Path(frames_csv).with_suffix(".json")
-
-
 def write_frame_predictions(
     path: PathLike,
     table: pd.DataFrame,
@@ -656,7 +1042,7 @@ def write_frame_predictions(
     """Write the per-frame table as CSV and its JSON sidecar (both atomically); return the sidecar.
 
     The CSV gets a ``label_smoothed`` column (:func:`smooth_labels` with
-    ``min_bout_s``) after ``label``. The sidecar (:func:`sidecar_path`) holds
+    ``min_bout_s``) after ``label``. The sidecar (:func:`neurovid.io.sidecar_path`) holds
     the classes, ``fps``, frame count, duration, ``min_bout_s``, seconds and
     bouts per behavior (smoothed, and raw) and ``provenance`` (``record``).
     """
@@ -723,7 +1109,7 @@ def predict_and_write(
         "behavior_classifier_predict",
         {
             "model_dir": str(model_dir),
-            "model_revision": rt.weights_revision(str(model_dir), None),
+            "model_revision": models.weights_revision(str(model_dir), None),
             "min_bout_s": float(min_bout_s),
             "batch_size": batch_size,
             "device": device,

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from neurovid.errors import InputError
-from neurovid.io import PathLike, write_json, write_table
+from neurovid.io import PathLike, write_table
 
 ANNOTATION_COLUMNS = ("start_frame", "stop_frame", "label")
 FIX_FRAMES = "annotations use 0-based frame indices of this video with stop exclusive (stop_frame <= {n} for {n} frames{at}); fix or drop the row, or check that the file belongs to this video."
@@ -275,6 +275,4 @@ def write_evaluation(
 ) -> None:
     """Write the evaluation table as TSV, atomically, plus ``<name>.json`` with the provenance."""
     path = Path(path)
-    write_table(path, table)
-    if provenance is not None:
-        write_json(path.with_suffix(".json"), {"provenance": dict(provenance)})
+    write_table(path, table, provenance=provenance)

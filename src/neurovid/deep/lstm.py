@@ -43,8 +43,11 @@ import torch
 from neurovid.deep.training import (
     TrainResult,
     TrainSettings,
+    check_poisson_targets,
     model_device,
+    negative_share,
     plot_loss_curve,
+    poisson_loss,
     train_model,
 )
 from neurovid.encoding import score_predictions
@@ -147,14 +150,14 @@ class LSTMEncoder(torch.nn.Module):
 
 def choose_loss(config: LSTMConfig, Y_train: np.ndarray, log: logging.Logger) -> str:
     """``mse`` or ``poisson`` (see the module docstring); Poisson needs non-negative responses."""
-    negative = bool((np.asarray(Y_train) < 0).any())
-    if config.loss == "poisson" and negative:
-        raise InputError(
-            None,
-            "loss is poisson but the responses have negative values (z-scored per run?).",
-            "set neural.zscore_runs to false for spike counts, or use loss mse.",
-            field="encoding.models.loss",
+    if config.loss == "poisson":
+        check_poisson_targets(
+            [Y_train],
+            source=None,
+            field="encoding.models.<model>.loss",
+            fix="set neural.zscore_runs to false for spike counts, or use loss: mse (or auto, which picks mse here).",
         )
+    negative = negative_share([Y_train]) > 0
     if config.loss != "auto":
         return config.loss
     if config.modality == "spikes" and not negative:
@@ -210,6 +213,31 @@ def _scaling(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, scale
 
 
+def training_rows(lengths: Sequence[int], groups: Sequence[Sequence[int]]) -> list[slice]:
+    """Per run, the rows that train (the others validate early stopping) in one fold's training set.
+
+    ``lengths`` are the runs' sample counts, ``groups`` the inner repeat groups (run
+    indices). The group with the fewest samples validates (ties: the last): its runs
+    train on no row. With one group, the last :data:`TAIL_VALIDATION` of every run
+    validates. The feature model (z-scoring, PCA) is fit on these rows only
+    (:func:`neurovid.encoding.encode_subject`), so early stopping never sees data that
+    shaped its inputs.
+    """
+    if len(groups) >= 2:
+        sizes = [sum(lengths[i] for i in g) for g in groups]
+        pick = max(range(len(groups)), key=lambda g: (-sizes[g], g))
+        val = set(groups[pick])
+        return [slice(0, 0) if i in val else slice(0, n) for i, n in enumerate(lengths)]
+    cuts = [n - max(1, int(round(n * TAIL_VALIDATION))) for n in lengths]
+    if min(cuts) < 2:
+        raise InputError(
+            None,
+            f"a training run of {lengths[cuts.index(min(cuts))]} samples is too short to hold out a validation tail.",
+            "record longer runs or more runs.",
+        )
+    return [slice(0, cut) for cut in cuts]
+
+
 def validation_split(
     designs: Sequence[np.ndarray],
     Y: Sequence[np.ndarray],
@@ -217,36 +245,18 @@ def validation_split(
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """(train X, train Y, validation X, validation Y) runs of one fold's training set.
 
-    ``groups`` are the inner repeat groups (run indices into ``designs``). The
-    group with the fewest samples validates (ties: the last); with one group,
-    the last :data:`TAIL_VALIDATION` of every run does.
+    The split is :func:`training_rows`: a whole repeat group validates, or the tail
+    of every run when there is one group.
     """
-    if len(groups) >= 2:
-        sizes = [sum(len(Y[i]) for i in g) for g in groups]
-        pick = max(range(len(groups)), key=lambda g: (-sizes[g], g))
-        val = set(groups[pick])
-        train = [i for g in groups for i in g if i not in val]
-        train.sort()
-        return (
-            [designs[i] for i in train],
-            [Y[i] for i in train],
-            [designs[i] for i in sorted(val)],
-            [Y[i] for i in sorted(val)],
-        )
-    tx, ty, vx, vy = [], [], [], []
-    for X, y in zip(designs, Y, strict=True):
-        cut = len(y) - max(1, int(round(len(y) * TAIL_VALIDATION)))
-        if cut < 2:
-            raise InputError(
-                None,
-                f"a training run of {len(y)} samples is too short to hold out a validation tail.",
-                "record longer runs or more runs.",
-            )
-        tx.append(X[:cut])
-        ty.append(y[:cut])
-        vx.append(X[cut:])
-        vy.append(y[cut:])
-    return tx, ty, vx, vy
+    rows = training_rows([len(y) for y in Y], groups)
+    train = [i for i, r in enumerate(rows) if r.stop > 0]
+    val = [i for i, r in enumerate(rows) if r.stop < len(Y[i])]
+    return (
+        [designs[i][rows[i]] for i in train],
+        [Y[i][rows[i]] for i in train],
+        [designs[i][rows[i].stop :] for i in val],
+        [Y[i][rows[i].stop :] for i in val],
+    )
 
 
 def window_starts(length: int, window: int, step: int, offset: int) -> list[int]:
@@ -313,11 +323,7 @@ def fit_lstm(
         X_rows.shape[1], n_targets, config.hidden_size, config.num_layers, config.dropout
     )
     model.rate = loss_name == "poisson"
-    criterion = (
-        torch.nn.PoissonNLLLoss(log_input=False, full=False)
-        if loss_name == "poisson"
-        else torch.nn.MSELoss()
-    )
+    criterion = poisson_loss if loss_name == "poisson" else torch.nn.MSELoss()
     step = max(1, config.window - config.burn_in)
 
     def batches(epoch: int, gen: torch.Generator):
@@ -425,6 +431,12 @@ class LSTMTrainer:
     @property
     def fir_delays(self) -> bool:
         return self.config.fir_delays
+
+    def training_rows(
+        self, lengths: Sequence[int], inner_groups: Sequence[Sequence[int]]
+    ) -> list[slice]:
+        """Rows of each run that train (not validate): :func:`training_rows`."""
+        return training_rows(lengths, inner_groups)
 
     def fit(
         self,

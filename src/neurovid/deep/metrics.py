@@ -7,8 +7,9 @@ Both follow the challenge's evaluation code (ecker-lab/sensorium_2023
   that much video before their predictions count.
 - Trials are concatenated over time, and each neuron's Pearson r is taken over
   the concatenated frames as ``mean(z(y) * z(y_hat))`` with
-  ``z(y) = (y - mean(y)) / (std(y) + 1e-8)`` (population std, ``ddof=0``). The
-  ``1e-8`` makes a constant neuron (recorded or predicted) score exactly 0.
+  ``z(y) = (y - mean(y)) / (std(y) + 1e-8)`` (population std, ``ddof=0``): the
+  Pearson r of :func:`neurovid.scoring.pearson_r` up to that ``1e-8``, which makes
+  a constant neuron (recorded or predicted) score exactly 0; here it does too.
 - NaN correlations (a NaN anywhere in a neuron's frames) are set to 0, with a
   warning giving their share, and the score is the mean over neurons.
 
@@ -26,18 +27,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from neurovid.scoring import pearson_r, repeat_groups
+
 #: Frames dropped at the start of every trial (the challenge's ``skip=50``).
 SKIP_FRAMES = 50
-#: Offset added to the standard deviations (the challenge's ``eps``).
-EPS = 1e-8
 
 
-def pearson_per_neuron(y_true: np.ndarray, y_pred: np.ndarray, eps: float = EPS) -> np.ndarray:
+def pearson_per_neuron(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """Per-column correlation of two [T, N] arrays, the challenge's way (NaN -> 0).
 
-    ``mean(z1 * z2)`` with ``z = (y - mean) / (std + eps)``, ``ddof=0``; a constant
-    column gives 0, a column containing NaN gives NaN, which is set to 0 with a
-    warning.
+    :func:`neurovid.scoring.pearson_r`, with the Sensorium challenge's convention
+    for what it leaves undefined: a constant column scores 0 (the challenge divides
+    by ``std + eps``), and a column containing NaN scores 0 with a warning.
     """
     y1 = np.asarray(y_true, dtype=np.float64)
     y2 = np.asarray(y_pred, dtype=np.float64)
@@ -47,14 +48,11 @@ def pearson_per_neuron(y_true: np.ndarray, y_pred: np.ndarray, eps: float = EPS)
         )
     if y1.shape[0] < 2:
         raise ValueError(f"need at least two frames to correlate, got {y1.shape[0]}")
-    with np.errstate(invalid="ignore"):
-        z1 = (y1 - y1.mean(axis=0)) / (y1.std(axis=0) + eps)
-        z2 = (y2 - y2.mean(axis=0)) / (y2.std(axis=0) + eps)
-        r = (z1 * z2).mean(axis=0)
-    nan = np.isnan(r)
-    if nan.any():
-        warnings.warn(f"{nan.mean() * 100:.1f}% NaN correlations, set to 0.", stacklevel=2)
-        r[nan] = 0.0
+    r = pearson_r(y1, y2)
+    holds_nan = np.isnan(y1).any(axis=0) | np.isnan(y2).any(axis=0)
+    if holds_nan.any():
+        warnings.warn(f"{holds_nan.mean() * 100:.1f}% NaN correlations, set to 0.", stacklevel=2)
+    r[np.isnan(r)] = 0.0
     return r
 
 
@@ -94,14 +92,6 @@ def single_trial_correlation(
     return r if per_neuron else float(r.mean())
 
 
-def repeat_groups(stimulus_ids: Sequence[str], min_repeats: int = 2) -> list[list[int]]:
-    """Indices of the trials of each stimulus shown at least ``min_repeats`` times (first-seen order)."""
-    groups: dict[str, list[int]] = {}
-    for index, stimulus in enumerate(stimulus_ids):
-        groups.setdefault(str(stimulus), []).append(index)
-    return [members for members in groups.values() if len(members) >= min_repeats]
-
-
 def correlation_to_average(
     responses: Sequence[np.ndarray],
     predictions: Sequence[np.ndarray],
@@ -126,7 +116,7 @@ def correlation_to_average(
     _check_pairs(responses, predictions)
     if len(stimulus_ids) != len(responses):
         raise ValueError(f"{len(stimulus_ids)} stimulus ids for {len(responses)} trials")
-    groups = repeat_groups(stimulus_ids, min_repeats)
+    groups = repeat_groups(stimulus_ids, min_size=min_repeats)
     if not groups:
         raise ValueError(
             f"no stimulus is shown at least {min_repeats} times; correlation to average needs repeats"

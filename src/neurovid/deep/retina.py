@@ -72,12 +72,15 @@ from neurovid.align import TIME_TOLERANCE, sample_period, timeline_features
 from neurovid.deep.training import (
     TrainResult,
     TrainSettings,
+    check_poisson_targets,
     plot_loss_curve,
+    poisson_loss,
     save_torch,
     train_model,
 )
 from neurovid.errors import InputError
 from neurovid.io import PathLike, atomic_path, read_attrs, read_features, to_json, write_table
+from neurovid.scoring import pearson_r
 from neurovid.sheets import StimulusEvent
 
 FIELD = "deep.retina"
@@ -550,11 +553,6 @@ def predict(model: RetinaCNN, features: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- losses
 
 
-def poisson_loss(rate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean Poisson negative log-likelihood (without the target-only log-factorial term)."""
-    return F.poisson_nll_loss(rate.float(), target.float(), log_input=False, eps=1e-8)
-
-
 def rmse_loss(rate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(F.mse_loss(rate.float(), target.float()) + 1e-12)
 
@@ -627,20 +625,15 @@ def pearson_cc(predicted: np.ndarray, recorded: np.ndarray) -> np.ndarray:
     """Per-cell Pearson r of ``predicted`` [T, N] with the trial-averaged ``recorded`` rate.
 
     ``recorded`` is [R, T, N] (averaged over repeats first) or already [T, N].
-    A cell whose prediction or average is constant gets NaN (r is undefined).
+    :func:`neurovid.scoring.pearson_r`: a cell whose prediction or average is
+    constant gets NaN (r is undefined).
     """
     predicted = np.asarray(predicted, dtype=np.float64)
     recorded = np.asarray(recorded, dtype=np.float64)
     average = recorded.mean(axis=0) if recorded.ndim == 3 else recorded
     if average.shape != predicted.shape:
         raise ValueError(f"predicted {predicted.shape} and recorded {average.shape} differ")
-    p = predicted - predicted.mean(axis=0)
-    a = average - average.mean(axis=0)
-    denom = np.sqrt((p**2).sum(axis=0) * (a**2).sum(axis=0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (p * a).sum(axis=0) / denom
-    r[~(denom > 1e-12 * max(1.0, float(np.abs(a).max(initial=0)) ** 2))] = np.nan
-    return r
+    return pearson_r(average, predicted)
 
 
 def peak_durations(
@@ -904,6 +897,19 @@ def fit_retina(
     return model, result
 
 
+def check_loss(movies: Sequence[RetinaMovie], settings: RetinaSettings) -> None:
+    """A Poisson loss needs non-negative responses: stop, naming the movie's file, otherwise."""
+    if settings.loss != "poisson":
+        return
+    for movie in movies:
+        check_poisson_targets(
+            [movie.responses],
+            source=movie.source.get("responses"),
+            field=f"{FIELD}.loss",
+            fix="give spike counts or rates (not dF/F or z-scored values), or set deep.retina.loss: rmse.",
+        )
+
+
 def movie_segments(movie: RetinaMovie, settings: RetinaSettings) -> dict[str, Segment]:
     blocks = time_blocks(len(movie.times), settings.val_fraction, settings.test_fraction)
     target = movie.trial_average
@@ -924,6 +930,7 @@ def train_retina(
     whole-movie predicted rates [T, N].
     """
     check_same_cells(movies)
+    check_loss(movies, settings)
     split = [movie_segments(m, settings) for m in movies]
     model, result = fit_retina(
         [s["train"] for s in split],
@@ -972,6 +979,7 @@ def cross_video(
             field=f"{FIELD}.experiments",
         )
     check_same_cells(movies)
+    check_loss(movies, settings)
     rows = []
     for source in movies:
         seg = movie_segments(source, settings)
@@ -1093,12 +1101,15 @@ def write_retina_outputs(
     outputs: Mapping[str, PathLike],
     provenance: Mapping[str, Any],
 ) -> None:
-    """``checkpoint`` (.pt), ``metrics`` (per-epoch CSV), ``loss_curve`` (PNG), ``scores`` (TSV)."""
+    """``checkpoint`` (.pt), ``metrics`` (per-epoch CSV), ``loss_curve`` (PNG), ``scores`` (TSV).
+
+    The scores table's JSON sidecar (``scores.json``) carries the provenance.
+    """
     save_checkpoint(outputs["checkpoint"], run.model, settings, movies, run.result, provenance)
     with atomic_path(outputs["metrics"]) as tmp:
         shutil.copyfile(Path(state_dir) / "metrics.csv", tmp)
     plot_loss_curve(outputs["metrics"], outputs["loss_curve"], provenance, title="retina CNN")
-    write_table(outputs["scores"], run.scores)
+    write_table(outputs["scores"], run.scores, provenance=provenance)
 
 
 # --------------------------------------------------------------------------- rule bodies
@@ -1170,6 +1181,6 @@ def cross_video_rule(smk: Any) -> pd.DataFrame:
     log, settings, movies, record, key = _rule_setup(smk, "retina_cross_video")
     state = prepare_state_dir(smk.params.state, key, log)
     table = cross_video(movies, settings, state, log=log)
-    write_table(smk.output.table, table)
+    write_table(smk.output.table, table, provenance=record)
     log.info("cross-video generalization:\n%s", table.to_string(index=False))
     return table

@@ -52,9 +52,9 @@ import pandas as pd
 import torch
 
 from neurovid.errors import InputError
-from neurovid.features.runtime import resolve_device
 from neurovid.io import PathLike, atomic_path, to_json, write_json
 from neurovid.io import provenance as make_provenance
+from neurovid.models import resolve_device
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -105,6 +105,49 @@ class TrainResult:
     stopped_early: bool
     resumed_from: int | None  # epoch of the checkpoint resumed from, None for a fresh run
     history: pd.DataFrame
+
+
+def poisson_loss(rate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean Poisson negative log-likelihood of ``target`` given ``rate`` (> 0, not log).
+
+    ``rate - target * log(rate + 1e-8)``, without the target-only log-factorial
+    term. Every trained model's Poisson loss (LSTM, Sensorium ViViT, retina CNN);
+    it is only meaningful for non-negative targets: :func:`check_poisson_targets`.
+    """
+    return torch.nn.functional.poisson_nll_loss(
+        rate.float(), target.float(), log_input=False, full=False, eps=1e-8
+    )
+
+
+def negative_share(targets: Iterable[np.ndarray]) -> float:
+    """Share of the finite values below zero over all ``targets`` arrays (0 for none)."""
+    negative = total = 0
+    for values in targets:
+        finite = np.asarray(values)[np.isfinite(values)]
+        negative += int((finite < 0).sum())
+        total += finite.size
+    return negative / total if total else 0.0
+
+
+def check_poisson_targets(
+    targets: Iterable[np.ndarray], *, source: PathLike | None, field: str, fix: str
+) -> None:
+    """Stop before a Poisson loss is fit to negative responses (dF/F, z-scored values).
+
+    A Poisson likelihood is defined for counts or rates, never below zero; fit to
+    negative targets it rewards predicting 0 and its scores mean nothing.
+
+    Raises:
+        InputError: naming ``source``, the loss setting ``field`` and the ``fix``.
+    """
+    share = negative_share(targets)
+    if share > 0:
+        raise InputError(
+            source,
+            f"the loss is poisson but {share:.1%} of the training responses are negative (dF/F or z-scored?): a Poisson likelihood needs counts or non-negative rates.",
+            fix,
+            field=field,
+        )
 
 
 def seed_everything(seed: int) -> None:

@@ -53,9 +53,10 @@ from torch import nn
 
 from neurovid.deep import metrics
 from neurovid.deep.sensorium import BEHAVIOR_CHANNELS, MouseData, Trial, split_validation
-from neurovid.deep.training import save_torch
+from neurovid.deep.training import check_poisson_targets, poisson_loss, save_torch
 from neurovid.errors import InputError
 from neurovid.io import PathLike, atomic_path
+from neurovid.scoring import repeat_groups
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +335,7 @@ def build_model(
     from transformers import VivitModel
 
     from neurovid.deep.training import resolve_device
-    from neurovid.features.runtime import from_pretrained
+    from neurovid.models import from_pretrained
 
     target = resolve_device(str(device)) if not isinstance(device, torch.device) else device
     quantized = resolve_quantize(settings.quantize, target)
@@ -559,13 +560,6 @@ def training_batches(
         yield _batch(mouse, items, frames, scales[mouse])
 
 
-def poisson_loss(rates: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean Poisson negative log-likelihood (constant dropped): ``rate - y log(rate)``."""
-    return nn.functional.poisson_nll_loss(
-        rates.float(), targets.float(), log_input=False, full=False, eps=1e-8
-    )
-
-
 def step_loss(model: SensoriumViViT, batch: Mapping[str, Any]) -> torch.Tensor:
     """Poisson loss of one batch (the engine's ``train_step_loss``)."""
     return poisson_loss(
@@ -650,7 +644,7 @@ def score_mouse(
     single = metrics.single_trial_correlation(
         responses, predictions, skip=data.skip_frames, per_neuron=True
     )
-    groups = metrics.repeat_groups(stimuli)
+    groups = repeat_groups(stimuli, min_size=2)  # the stimuli shown more than once
     if groups:
         average = metrics.correlation_to_average(
             responses, predictions, stimuli, skip=data.skip_frames, per_neuron=True
@@ -713,6 +707,12 @@ def fit_sensorium(
                 field=f"{FIELD}.test_tiers",
             )
         train, val = split_validation(labelled, data.val_fraction, train_settings.seed)
+        check_poisson_targets(  # the model's only loss
+            (trial.read().responses for trial in train),
+            source=mouse.source,
+            field=f"{FIELD} responses",
+            fix="train on deconvolved activity or spike rates (non-negative, as Sensorium's), not dF/F or z-scored traces.",
+        )
         splits[mouse.mouse_id] = (train, val, test)
         logger.info(
             "%s: %d neurons, %d train / %d validation / %d test trials, %s",
@@ -835,7 +835,7 @@ def write_outputs(
     if missing:
         raise ValueError(f"no score path for mice {missing}")
     for mouse, path in score_paths.items():
-        write_table(path, result.scores[mouse], sep=",")
+        write_table(path, result.scores[mouse], sep=",", provenance=provenance, mouse=mouse)
     write_json(summary_path, {**result.summary, "provenance": dict(provenance)})
 
 

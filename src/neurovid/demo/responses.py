@@ -5,9 +5,10 @@ videos' motion-energy features, so the pipeline's results can be checked
 against the truth.
 
 Neural drive (shared by all modalities)
-    Features are placed on the recording's timeline with
-    :func:`neurovid.align.timeline_features` (the function the pipeline's
-    ``align`` step uses) and standardized with the subject's FIXED statistics
+    The videos' per-frame features are integrated over time as the frames were
+    on screen (:func:`displayed_features`, the simulator's own integration,
+    independent of the pipeline's :func:`neurovid.align.timeline_features`) and
+    standardized with the subject's FIXED statistics
     (mean and one overall scale of the reference video given to the truth
     step, so every run is treated alike). ``n_patterns`` latent tuning
     patterns pool many features with positive weights, with the component
@@ -55,7 +56,6 @@ import numpy as np
 import pandas as pd
 from scipy import signal
 
-from neurovid.align import timeline_features
 from neurovid.io import FeatureSet
 from neurovid.sheets import StimulusEvent
 
@@ -282,25 +282,60 @@ def _n_samples(
     return int(math.ceil((end + tail_s) / period - 1e-6))
 
 
+def displayed_features(
+    events: Sequence[StimulusEvent],
+    feature_sets: Mapping[str, FeatureSet],
+    bin_s: float,
+    n_bins: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame features as shown on screen, integrated over bins: ([n_bins, D], covered share).
+
+    The simulator's own time integration, written independently of
+    :func:`neurovid.align.timeline_features` so that a timing bug there cannot hide
+    in the truth: frame ``j`` of a video with onset ``o`` is on screen during
+    ``[o + j / fps, o + (j + 1) / fps)`` (``fps`` from the features file), bin ``i``
+    covers ``[i * bin_s, (i + 1) * bin_s)`` (onsets in seconds from the start of the
+    first bin, BIDS style), and a bin's value is the sum over frames of their overlap
+    with the bin times the frame's features, divided by ``bin_s``.
+    """
+    rows, cols, weights, blocks = [], [], [], []
+    offset = 0
+    for event in events:
+        fs = feature_sets[event.video_id]
+        fps = float(fs.attrs.get("fps") or 1.0 / np.median(np.diff(fs.times)))
+        for j in range(len(fs.features)):
+            start, stop = event.onset + j / fps, event.onset + (j + 1) / fps
+            first, last = int(start // bin_s), int(math.ceil(stop / bin_s))
+            for i in range(max(first, 0), min(last, n_bins)):
+                overlap = min(stop, (i + 1) * bin_s) - max(start, i * bin_s)
+                if overlap > 0:
+                    rows.append(i)
+                    cols.append(offset + j)
+                    weights.append(overlap / bin_s)
+        blocks.append(np.asarray(fs.features, np.float64))
+        offset += len(fs.features)
+    from scipy.sparse import coo_matrix
+
+    integrate = coo_matrix((weights, (rows, cols)), shape=(n_bins, offset)).tocsr()
+    return integrate @ np.concatenate(blocks), np.asarray(integrate.sum(axis=1)).ravel()
+
+
 def _drive(
     events: Sequence[StimulusEvent],
     feature_sets: Mapping[str, FeatureSet],
     truth: Mapping[str, Any],
-    times: np.ndarray,
+    bin_s: float,
+    n_bins: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Latent drives [T, K] on ``times`` and the share of each bin a video covers.
+    """Latent drives [n_bins, K] and the share of each bin a video covers.
 
-    The drive is linear in the aligned features (exactly what an encoding model
-    sees, blanks included): ``(X - feature_mean) / feature_scale @ patterns.T``.
+    The drive is linear in the displayed features, blanks included:
+    ``(x - feature_mean) / feature_scale @ patterns.T`` with ``x`` from
+    :func:`displayed_features`.
     """
-    x = timeline_features(events, feature_sets, times).astype(np.float64)
+    x, covered = displayed_features(events, feature_sets, bin_s, n_bins)
     x -= np.asarray(truth["feature_mean"], np.float64)
     x /= float(truth["feature_scale"])
-    ones = {
-        v: FeatureSet(np.ones((len(fs.times), 1), np.float32), fs.times, fs.attrs)
-        for v, fs in feature_sets.items()
-    }
-    covered = timeline_features(events, ones, times)[:, 0]
     return x @ np.asarray(truth["patterns"], np.float64).T, covered
 
 
@@ -342,8 +377,7 @@ def simulate_fmri_run(
     n_vols = _n_samples(events, feature_sets, tr, tail_s)
     n_sub = max(1, round(tr * FMRI_FINE_RATE))
     dt = tr / n_sub
-    fine_times = (np.arange(n_vols * n_sub) + 0.5) * dt
-    latent, covered = _drive(events, feature_sets, truth, fine_times)
+    latent, covered = _drive(events, feature_sets, truth, dt, n_vols * n_sub)
     hrf = glover_hrf(t_r=dt, oversampling=1, time_length=32.0)
     bold = signal.lfilter(hrf, [1.0], latent, axis=0)
     bold = bold.reshape(n_vols, n_sub, -1).mean(axis=1)
@@ -392,7 +426,7 @@ def simulate_mouse_run(
     modality = str(truth["modality"])
     n_samples = _n_samples(events, feature_sets, 1.0 / sampling_rate, tail_s)
     times = (np.arange(n_samples) + 0.5) / sampling_rate
-    latent, covered = _drive(events, feature_sets, truth, times)
+    latent, covered = _drive(events, feature_sets, truth, 1.0 / sampling_rate, n_samples)
     drive = _unit_sd(latent @ np.asarray(truth["mixing"], np.float64).T, covered)
     n_neurons = drive.shape[1]
     lag = np.rint(np.asarray(truth["latency_s"]) * sampling_rate).astype(int)
@@ -432,11 +466,13 @@ def simulate_mouse_run(
 
 
 def noise_ceiling(expected: np.ndarray, observed: np.ndarray) -> np.ndarray:
-    """Per-target Pearson r between the noise-free expectation and the observation."""
-    e = expected - expected.mean(axis=0)
-    o = observed - observed.mean(axis=0)
-    denom = np.sqrt((e**2).sum(axis=0) * (o**2).sum(axis=0))
-    return np.where(denom > 0, (e * o).sum(axis=0) / np.where(denom > 0, denom, 1), 0.0)
+    """Per-target Pearson r between the noise-free expectation and the observation.
+
+    :func:`neurovid.scoring.pearson_r` (NaN for a constant target).
+    """
+    from neurovid.scoring import pearson_r
+
+    return pearson_r(expected, observed)
 
 
 # --------------------------------------------------------------------------- files

@@ -49,7 +49,7 @@ from moten.pyramids import MotionEnergyPyramid
 
 from neurovid.errors import InputError
 from neurovid.io import PathLike
-from neurovid.video import iter_frames, video_fps
+from neurovid.video import iter_frames, require_frames, video_fps
 
 #: s.d. of the noise added to L* frames (gallantlab voxelwise tutorial).
 NOISE_SD = 0.1
@@ -159,6 +159,34 @@ class StreamingProjector:
         return out
 
 
+def min_frames(pyramid: MotionEnergyPyramid) -> int:
+    """Fewest frames a video needs for motion energy: the temporal filters' width (>= 2).
+
+    Each output frame integrates ``filter_temporal_width`` frames (pymoten:
+    ``int(fps * 2/3)``, 10 at 15 fps); in a shorter video every output frame has
+    part of its filter on the zero padding beyond the ends, so no channel measures
+    motion inside the video. Motion also needs at least two frames.
+    """
+    return max(int(pyramid.definition["filter_temporal_width"]), 2)
+
+
+def check_long_enough(path: PathLike, pyramid: MotionEnergyPyramid) -> None:
+    """InputError naming ``path`` when it has fewer frames than :func:`min_frames`."""
+    needed = min_frames(pyramid)
+    width = pyramid.definition["filter_temporal_width"]
+    fps = pyramid.definition["stimulus_fps"]
+    require_frames(
+        path,
+        needed,
+        what=f"frames motion energy needs at {fps} fps: pymoten's temporal filters span "
+        f"{width} frames (about 2/3 s), and in a shorter video no output frame has the "
+        "filters' full support",
+        fix=f"use a stimulus video of at least {needed / fps:.2f} s, or take motion_energy "
+        "out of `features.extractors` and of the encoding models' `features`.",
+        field="features.motion_energy",
+    )
+
+
 def motion_energy(
     video_path: PathLike,
     *,
@@ -178,7 +206,8 @@ def motion_energy(
     centres, s) and ``attrs`` for the features contract (extractor, model_id,
     revision, layer, dtype, fps, duration, pyramid parameters, conventions).
     Memory is bounded by ``chunk_frames`` plus the filter banks. Progress (frames
-    done, frames/s) goes to ``log``.
+    done, frames/s) goes to ``log``. A video shorter than :func:`min_frames` raises
+    :class:`InputError` before anything is computed.
     """
     path = Path(video_path)
     if chunk_frames < 1:
@@ -207,6 +236,7 @@ def motion_energy(
         "spatial_directions": [float(x) for x in spatial_directions],
     }
     pyramid = build_pyramid(fps=fps_int, **params)
+    check_long_enough(path, pyramid)
     projector = StreamingProjector(pyramid)
     emit(f"{path}: {pyramid!r}, {fps_int} fps, chunks of {chunk_frames} frames")
 

@@ -109,6 +109,14 @@ def qwen2vl_features(
     runtime = rt.select_runtime(device, threads)
     network, processor = load_qwen2vl(model, runtime)
     network.to(runtime.device)
+    rt.require_clip(
+        video_path,
+        clip_frames,
+        sampling_rate,
+        field=f"{FIELD}.clip_frames",
+        fix=f"lower {FIELD}.clip_frames or {FIELD}.sampling_rate (a clip spans "
+        "(clip_frames - 1) x sampling_rate + 1 frames), or use a longer video.",
+    )
     text_config = getattr(network.config, "text_config", network.config)
     layers = rt.check_layers(layers, text_config.num_hidden_layers + 1, f"{FIELD}.layers")
     hidden = int(text_config.hidden_size)

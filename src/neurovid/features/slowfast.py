@@ -154,6 +154,14 @@ def slowfast_features(
     runtime = rt.select_runtime(device, threads)
     model = load_slowfast(checkpoint, size=size, clip_frames=clip_frames, arch=arch)
     model.to(runtime.device)
+    rt.require_clip(
+        video_path,
+        clip_frames,
+        sampling_rate,
+        field=f"{FIELD}.clip_frames",
+        fix=f"lower {FIELD}.clip_frames or {FIELD}.sampling_rate (a clip spans "
+        "(clip_frames - 1) x sampling_rate + 1 frames), or use a longer video.",
+    )
     alpha = int(dict(arch or {}).get("slowfast_fusion_conv_stride", (4, 1, 1))[0])
     head = model.blocks[-1]
     classes = kinetics400_classes()

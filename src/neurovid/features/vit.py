@@ -63,6 +63,9 @@ def vit_features(
     runtime = rt.select_runtime(device, threads)
     backbone, prep = load_vit(model)
     backbone.to(runtime.device)
+    rt.require_clip(
+        video_path, 1, 1, field=FIELD, fix="re-run the standardize step on a valid video."
+    )
     n_hidden = backbone.config.num_hidden_layers + 1
     layers = rt.check_layers(layers, n_hidden, f"{FIELD}.layers")
     pooling = rt.check_pooling(pooling, f"{FIELD}.pooling")

@@ -77,6 +77,14 @@ def vivit_features(
     backbone.to(runtime.device)
     config = backbone.config
     clip_frames = int(config.num_frames)
+    rt.require_clip(
+        video_path,
+        clip_frames,
+        1,
+        field=f"{FIELD}.model",
+        fix=f"use a longer video, or a ViViT model with fewer frames per clip (num_frames in "
+        f"its config.json: {clip_frames}).",
+    )
     layers = rt.check_layers(layers, config.num_hidden_layers + 1, f"{FIELD}.layers")
     pooling = rt.check_pooling(pooling, f"{FIELD}.pooling")
     hidden = int(config.hidden_size)
