@@ -56,7 +56,17 @@ def main() -> None:
         profiler = ["-m", "cProfile", "-o", str(args.profile.resolve())] if args.profile else []
         start = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, *profiler, "-m", "snakemake", "-n", "--quiet", "rules", "--cores", "2"],
+            [
+                sys.executable,
+                *profiler,
+                "-m",
+                "snakemake",
+                "-n",
+                "--quiet",
+                "rules",
+                "--cores",
+                "2",
+            ],
             cwd=work,
             capture_output=True,
             text=True,

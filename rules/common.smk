@@ -19,8 +19,12 @@ os.environ.update(PYTHONPATH=os.pathsep.join(dict.fromkeys(PYTHONPATH)))
 
 import neurovid.sheets as sheets
 from neurovid.imports import code_digest
+from neurovid.scheduler_fix import reserve_single_job_resources
 
 min_version("9.15")
+# Snakemake 9.10-9.16 start a lone ready job without reserving its threads and GPU
+# (snakemake#3913): keep local runs within --cores and `gpu` (src/neurovid/scheduler_fix.py).
+reserve_single_job_resources()
 
 
 validate(config, "../schemas/config.schema.yaml")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -181,6 +183,16 @@ def test_torch_backend_matches_numpy():
         assert got.backend.startswith("torch:")
         assert np.array_equal(got.alpha, ref.alpha)
         np.testing.assert_allclose(got.coef, ref.coef, atol=1e-10)
+
+
+def test_auto_backend_without_a_gpu_driver_skips_importing_torch():
+    """On a CPU machine ``auto`` is numpy, and finding that out must not import torch."""
+    code = (
+        "import sys; from neurovid import ridge; ridge._GPU_DRIVER_NODES = ('/nonexistent',); "
+        "be = ridge.get_backend('auto'); print(be.name, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["numpy", "False"]
 
 
 def test_split_validation_errors():

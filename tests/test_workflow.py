@@ -23,6 +23,7 @@ import pytest
 
 from neurovid.demo.responses import noise_ceiling
 from neurovid.io import read_features, read_h5, read_responses
+from neurovid.scheduler_fix import peak_reservations
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from _workflow import copy_workflow  # noqa: E402
@@ -84,7 +85,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     wall = time.perf_counter() - start
     assert done.returncode == 0, done.stderr[-6000:]
     print(f"\ndemo end to end: {wall:.0f} s")
-    return SimpleNamespace(work=work, results=work / "results", wall=wall)
+    return SimpleNamespace(work=work, results=work / "results", wall=wall, log=done.stderr)
 
 
 def test_demo_builds_the_report(demo: SimpleNamespace) -> None:
@@ -94,6 +95,14 @@ def test_demo_builds_the_report(demo: SimpleNamespace) -> None:
     html = report.read_text(errors="replace")
     for figure in ("surface.png", "glass_brain.png", "score_hist.png", "sub-01.png", "mouse-1.png"):
         assert figure in html, f"{figure} missing from the report"
+
+
+def test_demo_jobs_never_claim_more_cores_or_gpus_than_provided(demo: SimpleNamespace) -> None:
+    # Snakemake 9.15 alone ran a lone ready job unreserved: 5 threads on 2 cores (neurovid.scheduler_fix).
+    peak = peak_reservations(demo.log)
+    print(f"peak reserved: {peak}")
+    assert peak["cores"] >= 1 and peak["peak_cores"] >= 1
+    assert peak["peak_cores"] <= peak["cores"] and peak["peak_gpu"] <= peak["gpu"]
 
 
 def test_demo_outputs_follow_the_contracts(demo: SimpleNamespace) -> None:

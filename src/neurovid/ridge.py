@@ -37,6 +37,8 @@ triangular product and transfers differ. float32 by default, float64 for checks.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,6 +148,14 @@ class TorchBackend:
 Backend = NumpyBackend | TorchBackend
 
 
+_GPU_DRIVER_NODES = ("/proc/driver/nvidia/version", "/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd")
+
+
+def _gpu_driver_present() -> bool:
+    """Whether an NVIDIA or ROCm kernel driver is visible (a GPU may be usable)."""
+    return any(os.path.exists(node) for node in _GPU_DRIVER_NODES)
+
+
 def get_backend(backend: str = "auto", dtype: str = "float32") -> Backend:
     """``auto``: torch on CUDA when torch is installed and a GPU is visible, else numpy."""
     if backend == "numpy":
@@ -154,6 +164,8 @@ def get_backend(backend: str = "auto", dtype: str = "float32") -> Backend:
         return TorchBackend(dtype, device="cuda" if backend == "torch_cuda" else None)
     if backend != "auto":
         raise ValueError(f"unknown backend {backend!r}; use auto, numpy, torch or torch_cuda")
+    if "torch" not in sys.modules and not _gpu_driver_present():
+        return NumpyBackend(dtype)  # importing torch only to find no GPU costs ~1.6 s a job
     try:
         import torch
     except ImportError:
