@@ -59,8 +59,10 @@ rule train_frame_classifier:
         directory("results/behavior/classifier/model"),
     log:
         "results/logs/behavior/train_frame_classifier.log",
-    benchmark:
-        "results/benchmarks/behavior/train_frame_classifier.tsv"
+    # Between-workflow cache (rules/features.smk): a frames folder of your own
+    # (`classifier.frames`) is not a file Snakemake can hash, so the model is cached only
+    # when the workflow draws the frames itself (rule labeled_frames).
+    cache: False if config["behavior"]["classifier"]["frames"] else "omit-software"
     conda:
         "../envs/behavior.yaml"
     threads: 2
@@ -71,6 +73,7 @@ rule train_frame_classifier:
     params:
         settings=config["behavior"]["classifier"],
         seed=config["seed"],
+        software=ENV_PINS["behavior"],
     script:
         "../scripts/train_frame_classifier.py"
 
@@ -104,13 +107,16 @@ rule train_actions:
         unpack(action_training_inputs),
         model=local_model(config["behavior"]["actions"]["embedder"]["model"]),
     output:
-        stage1="results/behavior/actions/stage1.joblib",
-        stage2="results/behavior/actions/stage2.joblib",
-        summary="results/behavior/actions/training.json",
+        # One multiext (a cached rule's several outputs must be one): stage1, stage2, summary.
+        multiext(
+            "results/behavior/actions/",
+            stage1="stage1.joblib",
+            stage2="stage2.joblib",
+            summary="training.json",
+        ),
     log:
         "results/logs/behavior/train_actions.log",
-    benchmark:
-        "results/benchmarks/behavior/train_actions.tsv"
+    cache: "omit-software"
     conda:
         "../envs/behavior.yaml"
     threads: 2
@@ -125,6 +131,7 @@ rule train_actions:
             for v in config["behavior"]["actions"]["train_videos"]
         ],
         settings=config["behavior"]["actions"],
+        software=ENV_PINS["behavior"],
     script:
         "../scripts/train_actions.py"
 

@@ -1,4 +1,31 @@
 # Features: motion energy (pymoten) and learned extractors (torch), streamed over the standardized video.
+#
+# Between-workflow cache (README: "Sharing features and models between projects"): these
+# rules, and the trained behavior models (rules/behavior.smk), carry `cache:`, so that
+# `snakemake --cache` with $SNAKEMAKE_OUTPUT_CACHE set takes their outputs from any
+# workflow directory that computed them from the same inputs and parameters. Snakemake
+# keys an entry on a hash of the script's text, the params (here `settings`, the library
+# digest `code` of rules/common.smk and `software`), the input files no rule makes, and
+# the same hash of every upstream job (the standardized video's, down to the raw file).
+# Snakemake forbids `benchmark:` on a cached rule (a cache hit has no run time to record);
+# the log records each job's progress. "omit-software": the envs are pinned, and the
+# `software` param puts their pins in the hash however the software is deployed (this
+# venv, --sdm conda), where "all" would hash the env file only under --sdm conda, text
+# and comments included, and so split the cache between deployments.
+
+
+import yaml  # (a Snakemake dependency)
+
+# The package pins of the envs (their `dependencies`): the `software` param of the cached
+# rules. Editing a pin then misses the cache (and re-runs the job: the `params` trigger),
+# whether jobs run in that env or in the venv that constraints.txt pins to the same
+# versions (tests/test_envs.py).
+ENV_PINS = {
+    env: yaml.safe_load((Path(workflow.basedir) / "envs" / f"{env}.yaml").read_text())[
+        "dependencies"
+    ]
+    for env in ("features", "behavior")
+}
 
 
 rule motion_energy:
@@ -8,8 +35,7 @@ rule motion_energy:
         "results/features/motion_energy/{video}.h5",
     log:
         "results/logs/motion_energy/{video}.log",
-    benchmark:
-        "results/benchmarks/motion_energy/{video}.tsv"
+    cache: "omit-software"
     conda:
         "../envs/features.yaml"
     threads: 1
@@ -18,6 +44,7 @@ rule motion_energy:
         runtime=60,
     params:
         settings=config["features"]["motion_energy"],
+        software=ENV_PINS["features"],
     script:
         "../scripts/motion_energy.py"
 
@@ -34,8 +61,7 @@ rule vit_features:
         "results/features/vit/{video}.h5",
     log:
         "results/logs/vit/{video}.log",
-    benchmark:
-        "results/benchmarks/vit/{video}.tsv"
+    cache: "omit-software"
     conda:
         "../envs/features.yaml"
     threads: 2
@@ -45,6 +71,7 @@ rule vit_features:
         runtime=120,
     params:
         settings=extractor_settings("vit"),
+        software=ENV_PINS["features"],
     script:
         "../scripts/vit_features.py"
 
@@ -56,8 +83,7 @@ rule vivit_features:
         "results/features/vivit/{video}.h5",
     log:
         "results/logs/vivit/{video}.log",
-    benchmark:
-        "results/benchmarks/vivit/{video}.tsv"
+    cache: "omit-software"
     conda:
         "../envs/features.yaml"
     threads: 2
@@ -67,6 +93,7 @@ rule vivit_features:
         runtime=240,
     params:
         settings=extractor_settings("vivit"),
+        software=ENV_PINS["features"],
     script:
         "../scripts/vivit_features.py"
 
@@ -78,8 +105,7 @@ rule slowfast_features:
         "results/features/slowfast/{video}.h5",
     log:
         "results/logs/slowfast/{video}.log",
-    benchmark:
-        "results/benchmarks/slowfast/{video}.tsv"
+    cache: "omit-software"
     conda:
         "../envs/features.yaml"
     threads: 2
@@ -89,6 +115,7 @@ rule slowfast_features:
         runtime=240,
     params:
         settings=extractor_settings("slowfast"),
+        software=ENV_PINS["features"],
     script:
         "../scripts/slowfast_features.py"
 
@@ -100,8 +127,7 @@ rule qwen2vl_features:
         "results/features/qwen2vl/{video}.h5",
     log:
         "results/logs/qwen2vl/{video}.log",
-    benchmark:
-        "results/benchmarks/qwen2vl/{video}.tsv"
+    cache: "omit-software"
     conda:
         "../envs/features.yaml"
     threads: 2
@@ -111,5 +137,6 @@ rule qwen2vl_features:
         runtime=480,
     params:
         settings=extractor_settings("qwen2vl"),
+        software=ENV_PINS["features"],
     script:
         "../scripts/qwen2vl_features.py"

@@ -30,6 +30,9 @@ rule pose:
 # Optional (pose.train.enabled): create_training_dataset + train_network on the project's
 # labelled frames, in a copy under results/pose/model/project (the user's project is not
 # written to); the pose rule then analyses with that copy.
+# Not marked `cache:` (between-workflow cache, rules/features.smk): its two outputs would
+# have to become one directory (pose_model() in rules/common.smk and the marker reader in
+# neurovid.pose), and the trained copy names absolute paths of this workflow directory.
 rule pose_train:
     input:
         project=pose_source(),
