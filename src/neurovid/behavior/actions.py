@@ -424,7 +424,7 @@ class SegmentEmbedder:
             from neurovid.features.qwen2vl import load_qwen2vl
 
             runtime = models.select_runtime(self.device, self.threads)
-            network, processor = load_qwen2vl(self.model, runtime)
+            network, processor = load_qwen2vl(self.model, runtime, f"{FIELD}.embedder.model")
             network.to(runtime.device)
             text = getattr(network.config, "text_config", network.config)
             layers = rt.check_layers(
