@@ -49,6 +49,32 @@ rule motion_energy:
         "../scripts/motion_energy.py"
 
 
+# Motion SVD (Facemap's method) of a face/body video, on request (not in
+# `features.extractors`). It reads the standardized video: a constant frame rate (the
+# behavior camera's dropped frames and variable rate are resampled, so `times` are on the
+# same clock as the other features of the video) and a fixed, small frame size (the
+# fit's cost and memory scale with its pixels); `roi` is in its pixels.
+rule motion_svd:
+    input:
+        video="results/video/{video}/standard.mp4",
+    output:
+        "results/features/motion_svd/{video}.h5",
+    log:
+        "results/logs/motion_svd/{video}.log",
+    cache: "omit-software"
+    conda:
+        "../envs/features.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        settings=extractor_settings("motion_svd"),
+        software=ENV_PINS["features"],
+    script:
+        "../scripts/motion_svd.py"
+
+
 # Learned extractors (torch): streamed decode -> model -> HDF5, on the GPU when the
 # job sees one (bf16 autocast), else on the CPU (fp32, `threads`). Enable them in
 # config `features.extractors` or an encoding model's `features`.
