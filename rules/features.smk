@@ -166,3 +166,55 @@ rule qwen2vl_features:
         software=ENV_PINS["features"],
     script:
         "../scripts/qwen2vl_features.py"
+
+
+# Sound of the stimulus (src/neurovid/features/audio.py): the audio track of the ORIGINAL
+# video (the sheet's path; standard.mp4 has no audio), on the standardized video's clock
+# (time 0 = the original's first video frame), rows while their centre is inside the
+# standardized video (`clock`). A video without an audio track fails with an error naming
+# it; these rules run only for videos of models or `extractors` that name the space.
+
+
+rule audio_mel:
+    input:
+        video=video_path,
+        clock="results/video/{video}/standard.mp4",
+    output:
+        "results/features/audio_mel/{video}.h5",
+    log:
+        "results/logs/audio_mel/{video}.log",
+    cache: "omit-software"
+    conda:
+        "../envs/features.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        settings=extractor_settings("audio_mel"),
+        software=ENV_PINS["features"],
+    script:
+        "../scripts/audio_mel.py"
+
+
+rule audio_encoder:
+    input:
+        video=video_path,
+        clock="results/video/{video}/standard.mp4",
+    output:
+        "results/features/audio_encoder/{video}.h5",
+    log:
+        "results/logs/audio_encoder/{video}.log",
+    cache: "omit-software"
+    conda:
+        "../envs/features.yaml"
+    threads: 2
+    resources:
+        **gpu_resources(),
+        mem_mb=6000,
+        runtime=120,
+    params:
+        settings=extractor_settings("audio_encoder"),
+        software=ENV_PINS["features"],
+    script:
+        "../scripts/audio_encoder.py"

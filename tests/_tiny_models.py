@@ -1,5 +1,6 @@
 """Tiny random-weight models of the real classes (tests): the demo's own builders, plus
-the other video-language families and two models that cannot take video.
+the other video-language families, two models that cannot take video, and two audio
+encoders (Wav2Vec2, Whisper).
 
 Loaded through the library's own ``from_pretrained`` path; nothing is downloaded.
 Each builder saves the model (and its processor, where it has one) with
@@ -21,6 +22,8 @@ __all__ = [
     "save_tiny_qwen25vl",
     "save_tiny_text_only",
     "save_tiny_vit_classifier",
+    "save_tiny_wav2vec2",
+    "save_tiny_whisper",
 ]
 
 #: 32-wide, 4-head blocks (as in :func:`neurovid.demo.models.save_tiny_qwen2vl`).
@@ -119,4 +122,36 @@ def save_tiny_image_only_vlm(path: str | Path, seed: int = 0) -> Path:
         image_token_id=TOKEN_IDS["image_token_id"],
     )
     LlavaForConditionalGeneration(config).save_pretrained(path)
+    return Path(path)
+
+
+def save_tiny_wav2vec2(path: str | Path, seed: int = 0) -> Path:
+    """A 2-layer Wav2Vec2Model (32 wide; 2-layer conv front end, 20 samples per frame at 16 kHz)
+    and its Wav2Vec2FeatureExtractor (16 kHz, per-input normalization)."""
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    torch.manual_seed(seed)
+    config = Wav2Vec2Config(
+        num_hidden_layers=2, conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 4),
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, vocab_size=10, **SMALL,
+    )  # fmt: skip
+    Wav2Vec2Model(config).save_pretrained(path)
+    Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True).save_pretrained(path)
+    return Path(path)
+
+
+def save_tiny_whisper(path: str | Path, seed: int = 0) -> Path:
+    """A WhisperModel with a 2-layer, 32-wide encoder over a 2 s context (16 mel bins, 100
+    encoder frames) and its WhisperFeatureExtractor (chunk_length 2 s)."""
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    torch.manual_seed(seed)
+    config = WhisperConfig(
+        vocab_size=64, num_mel_bins=16, d_model=32, encoder_layers=2, encoder_attention_heads=4,
+        encoder_ffn_dim=64, decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=64,
+        max_source_positions=100, max_target_positions=16, pad_token_id=0, bos_token_id=1,
+        eos_token_id=2, decoder_start_token_id=1,
+    )  # fmt: skip
+    WhisperModel(config).save_pretrained(path)
+    WhisperFeatureExtractor(feature_size=16, chunk_length=2).save_pretrained(path)
     return Path(path)

@@ -1,0 +1,5 @@
+"""Log-mel bands of a stimulus video's sound (the original file), on the standardized video's clock."""
+
+from neurovid.features.audio import audio_mel, run_audio_rule
+
+run_audio_rule(snakemake, "audio_mel", audio_mel, ("av", "h5py"))
