@@ -65,7 +65,7 @@ rule train_frame_classifier:
     cache: False if config["behavior"]["classifier"]["frames"] else "omit-software"
     conda:
         "../envs/behavior.yaml"
-    threads: 2
+    threads: behavior_threads()
     resources:
         **gpu_resources(),
         mem_mb=8000,
@@ -91,7 +91,7 @@ rule behavior_frames:
         "results/benchmarks/behavior/frames_{video}.tsv"
     conda:
         "../envs/behavior.yaml"
-    threads: 2
+    threads: behavior_threads()
     resources:
         **gpu_resources(),
         mem_mb=4000,
@@ -119,7 +119,7 @@ rule train_actions:
     cache: "omit-software"
     conda:
         "../envs/behavior.yaml"
-    threads: 2
+    threads: behavior_threads()
     resources:
         **gpu_resources(),
         mem_mb=8000,
@@ -153,7 +153,7 @@ rule actions:
         "results/benchmarks/behavior/actions_{video}.tsv"
     conda:
         "../envs/behavior.yaml"
-    threads: 2
+    threads: behavior_threads()
     resources:
         **gpu_resources(),
         mem_mb=8000,

@@ -220,6 +220,21 @@ def subject_recordings(wildcards):
     return SUBJECT_RUNS[wildcards.subject]
 
 
+def encode_threads(wildcards):
+    """CPU threads an encode job reserves: the model's `threads`, else its modality's
+    (config `encoding.threads`), so short many-target fits share the cores."""
+    model = MODELS[wildcards.model]
+    by_modality = config["encoding"].get("threads", {})
+    return int(
+        model.get("threads", by_modality.get(subject_modality(wildcards.subject), 2))
+    )
+
+
+def behavior_threads():
+    """CPU threads of a frame-classifier or action-localization job (config `behavior.threads`)."""
+    return int(config["behavior"].get("threads", 1))
+
+
 def stimulus_keys(wildcards):
     """One key per run of the subject: its parsed stimulus timeline (equal keys = repeats)."""
     return [

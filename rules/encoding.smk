@@ -28,7 +28,7 @@ rule encode:
         model=model_choice("encode"),
     conda:
         "../envs/encoding.yaml"
-    threads: 2
+    threads: encode_threads
     # The ridge solvers run on CUDA through torch when a GPU is visible.
     resources:
         **gpu_resources(),
@@ -89,7 +89,7 @@ rule encode_trained:
         model=model_choice("encode_trained"),
     conda:
         "../envs/deep.yaml"
-    threads: 2
+    threads: encode_threads
     resources:
         **gpu_resources(),
         mem_mb=8000,

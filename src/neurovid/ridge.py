@@ -221,11 +221,11 @@ def _checked_split(
 
 # --------------------------------------------------------------------------- route choice
 
-#: Time of a symmetric eigendecomposition (with vectors) of an m x m matrix, in units
-#: of m³ multiply-adds of matrix-product work. Measured on the project's 2-core
-#: machines (numpy eigh, float64, m = 1280-3840): 4-6x a Cholesky factorization
-#: (m³/3), i.e. about 1.7 m³.
-EIGH_COST = 1.7
+#: Costs in units of multiply-adds of matrix-product (gemm) work, measured on the
+#: project's 2-core machines (numpy, float64, 2 BLAS threads): a symmetric
+#: eigendecomposition with vectors of an m x m matrix takes 2.0 m³ at m = 1000, 3.6 m³ at
+#: 2000 and 5.2 m³ at 3500 (its tridiagonal reduction is memory-bound and scales worse
+#: than gemm; see :func:`eigh_cost`); a Cholesky factorization ~m³/3.
 CHOLESKY_COST = 1.0 / 3.0
 #: The Cholesky routes solve for the targets in float64 on the host: twice the time of
 #: the float32 products of the eigen routes per multiply-add.
@@ -236,29 +236,57 @@ FLOAT64_COST = 2.0
 ROUTES = ("blocks", "scores", "cholesky")
 
 
+def eigh_cost(m: int) -> float:
+    """Multiply-adds (gemm units) of a symmetric eigendecomposition of an m x m matrix:
+    ``2 (m / 1000)^0.8 m³`` from m = 1000 up, fit to the timings above (2 m³ below)."""
+    return 2.0 * max(m / 1000.0, 1.0) ** 0.8 * float(m) ** 3
+
+
+def _validation_factor_cost(n_val: int, r: int) -> float:
+    """H = (Xv V)'(Xv V) (a symmetric product) and its factor: a Cholesky factorization, or
+    an eigendecomposition when H is rank-deficient (fewer validation rows than r)."""
+    factor = eigh_cost(r) if n_val < r else CHOLESKY_COST * r**3
+    return n_val * r * r / 2 + factor
+
+
 def route_costs(
-    n_train: int, n_val: int, n_features: int, n_targets: int, n_alphas: int
+    n_train: int,
+    n_val: int,
+    n_features: int,
+    n_targets: int,
+    n_alphas: int,
+    shared: bool = True,
 ) -> dict[str, float]:
     """Multiply-adds of scoring one fold for every target and alpha, per route.
 
     The cost of a fit follows the work: a decomposition shared by all targets and
-    alphas (eigen routes) against one factorization per alpha (Cholesky), plus
-    the per-target products of each. With a few targets the factorizations
-    dominate; with many the per-target products do. Building the Gram matrix or
-    kernel costs the same in every route and is left out.
+    alphas (eigen routes: the Gram matrix or kernel, its eigendecomposition, the
+    validation rows' factor, and with a design of the fold's own (``shared=False``)
+    the training rows' principal scores) against one factorization per alpha
+    (Cholesky), plus the per-target products of each. With a few targets the
+    factorizations dominate; with many the per-target products do.
     """
     p, n_t, n_v, t, a = n_features, n_train, n_val, n_targets, n_alphas
     r_primal, r_dual = p, min(p, n_t)
     m = min(p, n_t)
     cholesky_per_target = FLOAT64_COST * (p * n_t + a * (2 * m * m + n_v * m))
     return {
-        # eigh of the p x p Gram, the validation factor, V'X'Y from blocks, one r² product per alpha
-        "blocks": EIGH_COST * p**3 + n_v * p * r_primal + t * (4 * r_primal * p + a * r_primal**2),
-        # eigh of the n_t x n_t kernel, V and the scores, Z'Y, one r² product per alpha
-        "scores": EIGH_COST * n_t**3
-        + (n_t + n_v) * p * r_dual
+        # Gram, its eigh, Xv V and its factor, (training scores), V'X'Y from blocks, r² per alpha
+        "blocks": n_t * p * p / 2
+        + eigh_cost(p)
+        + n_v * p * r_primal
+        + _validation_factor_cost(n_v, r_primal)
+        + (0 if shared else n_t * p * r_primal)
+        + t * (4 * r_primal * p + a * r_primal**2),
+        # kernel, its eigh, V, the training and validation scores and their factor, Z'Y, r² per alpha
+        "scores": n_t * n_t * p / 2
+        + eigh_cost(n_t)
+        + (2 * n_t + n_v) * p * r_dual
+        + _validation_factor_cost(n_v, r_dual)
         + t * ((n_t + n_v) * r_dual + a * r_dual**2),
-        "cholesky": a * CHOLESKY_COST * m**3
+        # the smaller of Gram and kernel, a factorization per alpha, the solves and predictions
+        "cholesky": n_t * p * m / 2
+        + a * CHOLESKY_COST * m**3
         + (n_v * n_t * p if p > n_t else 0)
         + t * cholesky_per_target,
     }
@@ -270,7 +298,7 @@ def refit_costs(n_samples: int, n_features: int, n_targets: int, n_alphas: int) 
     p, n, t = n_features, n_samples, n_targets
     m = min(p, n)
     return {
-        "eigen": EIGH_COST * m**3 + t * (2 * p * n + 2 * m * p),
+        "eigen": eigh_cost(m) + t * (2 * p * n + 2 * m * p),
         "cholesky": n_alphas * CHOLESKY_COST * m**3 + t * FLOAT64_COST * (2 * p * n + 2 * m * m),
     }
 
@@ -589,7 +617,9 @@ def _plan_folds(
             raise ValueError(f"fold {k}: design {design.shape} must have the {n} rows of Y")
         chosen = route
         if route == "auto":
-            costs = route_costs(len(train), len(test), design.shape[1], n_targets, n_alphas)
+            costs = route_costs(
+                len(train), len(test), design.shape[1], n_targets, n_alphas, shared=shared
+            )
             if design.shape[1] > len(train):
                 costs.pop("blocks")  # the primal Gram would be rank-deficient and larger
             chosen = _cheapest(costs)
