@@ -18,6 +18,7 @@ PYTHONPATH = [SRC, *filter(None, os.environ.get("PYTHONPATH", "").split(os.paths
 os.environ.update(PYTHONPATH=os.pathsep.join(dict.fromkeys(PYTHONPATH)))
 
 import neurovid.sheets as sheets
+from neurovid.hardware import gpu_setting
 from neurovid.imports import code_digest
 from neurovid.scheduler_fix import reserve_single_job_resources
 
@@ -101,8 +102,28 @@ def model_choice(rule_name):
 
 
 def gpu_request():
-    """GPUs a GPU-capable job requests: 1, or 0 with `gpu: false` in the config."""
-    return 1 if config.get("gpu", True) else 0
+    """GPUs a GPU-capable job requests: 1, or 0 with `gpu: false`, or with `gpu: auto` (the
+    default) on a machine without a GPU, where reserving one would run the jobs one by one.
+    A cluster profile must say `gpu: true` or false: the login node tells nothing."""
+    setting = config.get("gpu", "auto")
+    if setting == "auto" and profile_names_cpu_partition():
+        raise WorkflowError(
+            "config gpu is auto, but the profile names a SLURM partition (default-resources: "
+            "slurm_partition): whether the nodes have GPUs cannot be seen from here. Fix: keep "
+            "`gpu: true` in the profile's `config:` (profiles/slurm/config.yaml) and, when you "
+            "pass --config on the command line (it replaces the profile's config:), add "
+            "gpu=True slurm_gpu_partition=<your GPU partition> to it (or gpu=False)."
+        )
+    return 1 if gpu_setting(setting) else 0
+
+
+def profile_names_cpu_partition():
+    """Whether the profile's default-resources name a SLURM partition (a cluster run)."""
+    defaults = workflow.resource_settings.default_resources
+    return any(
+        arg.startswith("slurm_partition=")
+        for arg in (defaults.args if defaults else [])
+    )
 
 
 def gpu_resources():
@@ -130,12 +151,7 @@ def gpu_partition():
     the profile's `config:` entries, and GPU jobs would then be sent to the CPU partition.
     """
     partition = config.get("slurm_gpu_partition")
-    defaults = workflow.resource_settings.default_resources
-    names_cpu_partition = any(
-        arg.startswith("slurm_partition=")
-        for arg in (defaults.args if defaults else [])
-    )
-    if partition is None and names_cpu_partition and gpu_request():
+    if partition is None and profile_names_cpu_partition() and gpu_request():
         raise WorkflowError(
             "config slurm_gpu_partition is not set, but the profile names a CPU partition "
             "(default-resources: slurm_partition): GPU jobs would go to the CPU partition. "

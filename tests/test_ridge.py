@@ -195,7 +195,8 @@ def test_torch_backend_matches_numpy():
 def test_auto_backend_without_a_gpu_driver_skips_importing_torch():
     """On a CPU machine ``auto`` is numpy, and finding that out must not import torch."""
     code = (
-        "import sys; from neurovid import ridge; ridge._GPU_DRIVER_NODES = ('/nonexistent',); "
+        "import sys; from neurovid import hardware, ridge; "
+        "hardware.GPU_DRIVER_NODES = ('/nonexistent',); "
         "be = ridge.get_backend('auto'); print(be.name, 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from neurovid import hardware
 from neurovid.demo.responses import noise_ceiling
 from neurovid.io import read_features, read_h5, read_responses
 from neurovid.scheduler_fix import peak_reservations
@@ -387,6 +388,46 @@ def test_duplicate_ids_stop_the_workflow_before_any_job(tmp_path: Path) -> None:
         in done.stdout + done.stderr
     )
     assert not (work / "results").exists()
+
+
+def job_resources(dry_run_output: str) -> dict[str, list[str]]:
+    """{rule: [resources line of each planned job]} from a dry-run's output."""
+    found: dict[str, list[str]] = {}
+    rule = None
+    for line in dry_run_output.splitlines():
+        header = re.match(r"^(?:local)?rule (\w+):$", line)
+        if header:
+            rule = header.group(1)
+        elif rule and line.strip().startswith("resources:"):
+            found.setdefault(rule, []).append(line.strip())
+    return found
+
+
+def test_gpu_auto_reserves_no_gpu_on_a_machine_without_one(tmp_path: Path) -> None:
+    # Reserving the workstation's one `gpu` slot for jobs that run on the CPU would run every
+    # GPU-capable job (encode, behavior models) one at a time on a CPU-only machine.
+    if hardware.gpu_visible():
+        pytest.skip("this machine sees a GPU driver")
+    work = make_project(tmp_path, [("v1", "data/rec.tsv")])
+    done = snakemake(work, "--dry-run", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    encode = job_resources(done.stdout + done.stderr)["encode"]
+    assert encode and all("gpu=0" in line for line in encode), encode
+    forced = snakemake(work, "--dry-run", "--config", "gpu=True", timeout=300)
+    assert all("gpu=1" in line for line in job_resources(forced.stdout + forced.stderr)["encode"])
+    # On a cluster the login node says nothing about the nodes: `auto` is refused there.
+    cluster = subprocess.run(
+        [SNAKEMAKE, "--profile", "profiles/slurm", "--dry-run", "--config", "seed=1"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert cluster.returncode != 0
+    said = cluster.stdout + cluster.stderr
+    assert "config gpu is auto, but the profile names a SLURM partition" in said
+    assert "add gpu=True slurm_gpu_partition=<your GPU partition> to it" in said
 
 
 def test_changing_a_kinematics_parameter_reruns_only_kinematics_and_its_figures(

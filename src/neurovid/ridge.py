@@ -37,13 +37,14 @@ triangular product and transfers differ. float32 by default, float64 for checks.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from neurovid.hardware import gpu_visible
 
 _log = logging.getLogger(__name__)
 
@@ -148,14 +149,6 @@ class TorchBackend:
 Backend = NumpyBackend | TorchBackend
 
 
-_GPU_DRIVER_NODES = ("/proc/driver/nvidia/version", "/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd")
-
-
-def _gpu_driver_present() -> bool:
-    """Whether an NVIDIA or ROCm kernel driver is visible (a GPU may be usable)."""
-    return any(os.path.exists(node) for node in _GPU_DRIVER_NODES)
-
-
 def get_backend(backend: str = "auto", dtype: str = "float32") -> Backend:
     """``auto``: torch on CUDA when torch is installed and a GPU is visible, else numpy."""
     if backend == "numpy":
@@ -164,7 +157,7 @@ def get_backend(backend: str = "auto", dtype: str = "float32") -> Backend:
         return TorchBackend(dtype, device="cuda" if backend == "torch_cuda" else None)
     if backend != "auto":
         raise ValueError(f"unknown backend {backend!r}; use auto, numpy, torch or torch_cuda")
-    if "torch" not in sys.modules and not _gpu_driver_present():
+    if "torch" not in sys.modules and not gpu_visible():
         return NumpyBackend(dtype)  # importing torch only to find no GPU costs ~1.6 s a job
     try:
         import torch
