@@ -237,12 +237,9 @@ def subject_recordings(wildcards):
 
 
 def encode_threads(wildcards):
-    """CPU threads an encode job reserves: the model's `threads`, else its modality's
-    (config `encoding.threads`), so short many-target fits share the cores."""
-    model = MODELS[wildcards.model]
-    by_modality = config["encoding"].get("threads", {})
+    """CPU threads an encode job reserves: the model's `threads`, else `encoding.threads`."""
     return int(
-        model.get("threads", by_modality.get(subject_modality(wildcards.subject), 2))
+        MODELS[wildcards.model].get("threads", config["encoding"].get("threads", 1))
     )
 
 

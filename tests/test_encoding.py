@@ -585,3 +585,40 @@ def test_repeats_of_one_stimulus_choose_alpha_on_halves_in_time(caplog) -> None:
         "fold 1/2: alpha chosen on the two halves in time of run-3 (one stimulus among the training runs)",
         "fold 2/2: alpha chosen on the two halves in time of run-1+run-2 (one stimulus among the training runs)",
     ]
+
+
+def test_the_nested_cv_fits_each_set_of_rows_once_with_the_same_result(monkeypatch) -> None:
+    """4 runs in 3 groups: 13 feature-model fits (3 outer folds x (1 + 2 inner) + the final
+    refit's 1 + 3 inner) on 7 distinct sets of runs; the cache fits each once, and the
+    scores, alphas and weights equal those of fitting all 13."""
+    import neurovid.encoding as enc
+
+    rng = np.random.default_rng(7)
+    weights = rng.standard_normal((30, 6)) / np.sqrt(30)
+    runs = simulated_runs(rng, weights, 1.0, lengths=(120, 120, 120))
+    runs.append(
+        ("run-4", runs[2][1], runs[2][2] + rng.standard_normal((120, 6)).astype(np.float32))
+    )
+    settings = dict(
+        estimator="ridge",
+        alphas=[1, 10, 100],
+        pca_variance=0.9,
+        delays=[0, 1],
+        stimuli=["a", "b", "c", "c"],
+    )
+    fitted_rows = []
+    fit = enc.fit_feature_model
+
+    def counting(X_fit, *args, **kwargs):
+        fitted_rows.append(len(X_fit))
+        return fit(X_fit, *args, **kwargs)
+
+    monkeypatch.setattr(enc, "fit_feature_model", counting)
+    cached = enc.encode_subject(runs, **settings)
+    assert sorted(fitted_rows) == [120, 120, 240, 240, 360, 360, 480]
+    fitted_rows.clear()
+    monkeypatch.setattr(enc.FeatureModelCache, "fit", lambda self, X, *a, **k: counting(X, *a, **k))
+    every = enc.encode_subject(runs, **settings)
+    assert len(fitted_rows) == 13
+    for name in ("r", "r2", "alpha", "weights"):
+        np.testing.assert_array_equal(getattr(cached, name), getattr(every, name))

@@ -57,6 +57,7 @@ Weights layout
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import warnings
@@ -663,23 +664,60 @@ def fit_feature_model(
     return FeatureModel(fit_pca(X_fit, pca_variance), list(delays))
 
 
+class FeatureModelCache:
+    """Feature models of one subject, each fit once per distinct set of rows.
+
+    The nested CV fits the same rows again and again: the final refit's inner splits
+    train on exactly the outer folds' training runs, and the outer folds' inner splits
+    share runs (13 PCA fits, 7 distinct, for 4 runs in 3 groups). A model is keyed by
+    a digest of the rows it is fit on and the settings, so a hit is the same fit.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[tuple[Any, ...], FeatureModel] = {}
+
+    def fit(
+        self,
+        X_fit: np.ndarray,
+        pca_variance: float,
+        delays: Sequence[int],
+        bands: Sequence[int] | None = None,
+    ) -> FeatureModel:
+        """:func:`fit_feature_model`, or the model already fit on these rows."""
+        rows = np.ascontiguousarray(X_fit)
+        key = (
+            hashlib.sha256(rows.view(np.uint8)).hexdigest(),
+            rows.shape,
+            str(rows.dtype),
+            float(pca_variance),
+            tuple(int(d) for d in delays),
+            tuple(int(b) for b in bands or ()),
+        )
+        if key not in self._models:
+            self._models[key] = fit_feature_model(rows, pca_variance, delays, bands)
+        return self._models[key]
+
+
 def selection_designs(
     X_runs: Sequence[np.ndarray],
     splits: Splits,
     pca_variance: float,
     delays: Sequence[int],
     bands: Sequence[int] | None = None,
+    models: FeatureModelCache | None = None,
 ) -> list[tuple[np.ndarray, list[np.ndarray] | None]]:
     """The design (and band columns) each selection split is scored on.
 
     Per split, the feature model (z-scoring and PCA) is fit on that split's training
     rows of the stacked runs only, then every run is projected and delayed on its
     own. A validation run never shapes the features it is validated with.
+    ``models``: reuse the fits of rows already fit on (:class:`FeatureModelCache`).
     """
+    models = models or FeatureModelCache()
     stacked = np.concatenate(X_runs)
     designs = []
     for train, _ in splits:
-        model = fit_feature_model(stacked[train], pca_variance, delays, bands)
+        model = models.fit(stacked[train], pca_variance, delays, bands)
         designs.append((model.stacked(X_runs), model.spaces))
     return designs
 
@@ -739,6 +777,7 @@ class _Settings:
     options: dict[str, Any]  # fit_estimator keywords (threads, LASSO epochs, banded search)
     trainer: Any = None
     train_dir: io.PathLike | None = None
+    feature_models: FeatureModelCache = field(default_factory=FeatureModelCache)
 
     @property
     def trained(self) -> bool:
@@ -820,7 +859,7 @@ def _fit_on_runs(
     rows = [slice(None)] * len(X_runs)
     if settings.trained:  # early stopping validates on rows the feature model must not see
         rows = settings.trainer.training_rows([len(X) for X in X_runs], inner_groups)
-    features = fit_feature_model(
+    features = settings.feature_models.fit(
         np.concatenate([X[r] for X, r in zip(X_runs, rows, strict=True)]),
         settings.pca_variance,
         settings.delays,
@@ -843,7 +882,12 @@ def _fit_on_runs(
             "+".join(subject.runs[i][0] for i in train_runs),
         )
     fold_designs = selection_designs(
-        X_runs, splits, settings.pca_variance, settings.delays, subject.band_widths
+        X_runs,
+        splits,
+        settings.pca_variance,
+        settings.delays,
+        subject.band_widths,
+        settings.feature_models,
     )
     fit = fit_estimator(
         settings.estimator,
