@@ -73,7 +73,8 @@ rule train_frame_classifier:
     params:
         settings=config["behavior"]["classifier"],
         seed=config["seed"],
-        software=ENV_PINS["behavior"],
+        software=env_pins("behavior"),
+        precision=compute_precision(config["behavior"]["classifier"]["device"]),
     script:
         "../scripts/train_frame_classifier.py"
 
@@ -131,7 +132,8 @@ rule train_actions:
             for v in config["behavior"]["actions"]["train_videos"]
         ],
         settings=config["behavior"]["actions"],
-        software=ENV_PINS["behavior"],
+        software=env_pins("behavior"),
+        precision=compute_precision(config["behavior"]["actions"]["embedder"]["device"]),
     script:
         "../scripts/train_actions.py"
 

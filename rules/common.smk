@@ -5,6 +5,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
+import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
@@ -241,6 +242,22 @@ def encode_threads(wildcards):
     return int(
         MODELS[wildcards.model].get("threads", config["encoding"].get("threads", 1))
     )
+
+
+def compute_precision(device):
+    """How a GPU-capable job computes, a param of the cached rules (their outputs differ):
+    bf16 autocast where it gets a GPU, fp32 on the CPU (`device: cpu`, or no GPU requested).
+    """
+    return "bf16-autocast" if gpu_request() and device != "cpu" else "fp32"
+
+
+def env_pins(env):
+    """The package pins of envs/{env}.yaml (its `dependencies`): the `software` param of the
+    cached rules (rules/features.smk). Editing a pin then misses the between-workflow cache
+    (and re-runs the job: the `params` trigger), whether jobs run in that env or in the venv
+    that constraints.txt pins to the same versions (tests/test_envs.py)."""
+    text = (Path(workflow.basedir) / "envs" / f"{env}.yaml").read_text()
+    return yaml.safe_load(text)["dependencies"]
 
 
 def behavior_threads():
@@ -516,8 +533,13 @@ def pose_training():
 
 
 def pose_source():
-    """The user's DeepLabCut project (config.yaml or folder); [] while pose is off."""
-    return pose_settings().get("project") or []
+    """The user's DeepLabCut project as its config.yaml (a folder names its config.yaml:
+    the between-workflow cache hashes input files, and a folder cannot be hashed);
+    [] while pose is off."""
+    project = pose_settings().get("project")
+    if not project:
+        return []
+    return str(Path(project) / "config.yaml") if Path(project).is_dir() else project
 
 
 def pose_labels():

@@ -11,21 +11,9 @@
 # the log records each job's progress. "omit-software": the envs are pinned, and the
 # `software` param puts their pins in the hash however the software is deployed (this
 # venv, --sdm conda), where "all" would hash the env file only under --sdm conda, text
-# and comments included, and so split the cache between deployments.
-
-
-import yaml  # (a Snakemake dependency)
-
-# The package pins of the envs (their `dependencies`): the `software` param of the cached
-# rules. Editing a pin then misses the cache (and re-runs the job: the `params` trigger),
-# whether jobs run in that env or in the venv that constraints.txt pins to the same
-# versions (tests/test_envs.py).
-ENV_PINS = {
-    env: yaml.safe_load((Path(workflow.basedir) / "envs" / f"{env}.yaml").read_text())[
-        "dependencies"
-    ]
-    for env in ("features", "behavior")
-}
+# and comments included, and so split the cache between deployments. (Naming rules on the
+# command line or in a profile, `--cache motion_energy ...`, which SLURM runs need, makes
+# Snakemake cache them in mode "all" instead.)
 
 
 rule motion_energy:
@@ -44,7 +32,7 @@ rule motion_energy:
         runtime=60,
     params:
         settings=config["features"]["motion_energy"],
-        software=ENV_PINS["features"],
+        software=env_pins("features"),
     script:
         "../scripts/motion_energy.py"
 
@@ -70,7 +58,7 @@ rule motion_svd:
         runtime=60,
     params:
         settings=extractor_settings("motion_svd"),
-        software=ENV_PINS["features"],
+        software=env_pins("features"),
     script:
         "../scripts/motion_svd.py"
 
@@ -97,7 +85,8 @@ rule vit_features:
         runtime=120,
     params:
         settings=extractor_settings("vit"),
-        software=ENV_PINS["features"],
+        software=env_pins("features"),
+        precision=compute_precision(extractor_settings("vit").get("device", "auto")),
     script:
         "../scripts/vit_features.py"
 
@@ -119,7 +108,8 @@ rule vivit_features:
         runtime=240,
     params:
         settings=extractor_settings("vivit"),
-        software=ENV_PINS["features"],
+        software=env_pins("features"),
+        precision=compute_precision(extractor_settings("vivit").get("device", "auto")),
     script:
         "../scripts/vivit_features.py"
 
@@ -141,7 +131,10 @@ rule slowfast_features:
         runtime=240,
     params:
         settings=extractor_settings("slowfast"),
-        software=ENV_PINS["features"],
+        software=env_pins("features"),
+        precision=compute_precision(
+            extractor_settings("slowfast").get("device", "auto")
+        ),
     script:
         "../scripts/slowfast_features.py"
 
@@ -163,7 +156,8 @@ rule qwen2vl_features:
         runtime=480,
     params:
         settings=extractor_settings("qwen2vl"),
-        software=ENV_PINS["features"],
+        software=env_pins("features"),
+        precision=compute_precision(extractor_settings("qwen2vl").get("device", "auto")),
     script:
         "../scripts/qwen2vl_features.py"
 
@@ -192,7 +186,7 @@ rule audio_mel:
         runtime=60,
     params:
         settings=extractor_settings("audio_mel"),
-        software=ENV_PINS["features"],
+        software=env_pins("features"),
     script:
         "../scripts/audio_mel.py"
 
@@ -215,6 +209,9 @@ rule audio_encoder:
         runtime=120,
     params:
         settings=extractor_settings("audio_encoder"),
-        software=ENV_PINS["features"],
+        software=env_pins("features"),
+        precision=compute_precision(
+            extractor_settings("audio_encoder").get("device", "auto")
+        ),
     script:
         "../scripts/audio_encoder.py"

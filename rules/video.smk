@@ -38,6 +38,8 @@ rule standardize:
         width=config["video"]["width"],
         height=config["video"]["height"],
         color=config["video"]["color"],
+        # ffmpeg / x264 pins: part of the between-workflow cache key of every feature job
+        software=env_pins("video"),
         crf=config["video"]["crf"],
         fps_override=lambda wc: video_value(wc.video, "fps"),
     script:

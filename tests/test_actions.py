@@ -345,7 +345,7 @@ def test_segment_labeler_rule_accuracy_scores(tmp_path: Path) -> None:
 
 
 def test_segment_embedder_settings() -> None:
-    with pytest.raises(InputError, match=r"\[behavior.actions.embedding\].*multiples of 28"):
+    with pytest.raises(InputError, match=r"\[behavior.actions.embedder\].*multiples of 28"):
         SegmentEmbedder(model="x", clip_frames=3)
     with pytest.raises(InputError, match=r"multiples of 28"):
         SegmentEmbedder(model="x", height=100)

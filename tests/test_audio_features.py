@@ -289,6 +289,19 @@ def test_silent_video_error_names_the_file_and_the_fix(
     assert not list(tmp_path.iterdir())
 
 
+def test_a_silent_camera_file_with_a_timecode_track_gets_the_same_error(tmp_path: Path) -> None:
+    # Camera files carry data tracks PyAV has no decoder for (codec_context None).
+    video = tmp_path / "camera.mov"
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=s=64x48:r=10:d=1",
+         "-timecode", "00:00:00:00", "-pix_fmt", "yuv420p", str(video)],
+        check=True,
+    )  # fmt: skip
+    with pytest.raises(InputError, match=r"it contains video \(h264\), data \(no decoder\)\)"):
+        audio_mel(video, tmp_path / "x.h5")
+    assert not (tmp_path / "x.h5").exists()
+
+
 def test_bad_mel_settings_name_the_setting(videos: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"\[features.audio_mel.n_mels\].*contain no FFT bin"):
         audio_mel(videos["plain"], tmp_path / "x.h5", n_mels=128, window_s=0.008)

@@ -404,16 +404,12 @@ class SegmentEmbedder:
     _loaded: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.clip_frames < 2 or self.clip_frames % 2 or self.height % 28 or self.width % 28:
-            raise InputError(
-                None,
-                f"clip_frames={self.clip_frames}, height={self.height}, width={self.width}: Qwen2-VL needs an even number of frames (>= 2) and sizes that are multiples of 28.",
-                "e.g. clip_frames: 8, height: 224, width: 224.",
-                field=f"{FIELD}.embedding",
-            )
+        from neurovid.features.qwen2vl import check_clip_shape
+
+        check_clip_shape(self.clip_frames, self.height, self.width, f"{FIELD}.embedder")
         if self.batch_size < 1:
             raise InputError(
-                None, f"batch_size={self.batch_size} must be >= 1.", field=f"{FIELD}.embedding"
+                None, f"batch_size={self.batch_size} must be >= 1.", field=f"{FIELD}.embedder"
             )
 
     def load(self) -> tuple[Any, Any, Any, list[int]]:
@@ -421,14 +417,22 @@ class SegmentEmbedder:
         if self._loaded is None:
             from neurovid import models
             from neurovid.features import runtime as rt
-            from neurovid.features.qwen2vl import load_qwen2vl
+            from neurovid.features.qwen2vl import check_clip_shape, load_qwen2vl, side_unit
 
             runtime = models.select_runtime(self.device, self.threads)
             network, processor = load_qwen2vl(self.model, runtime, f"{FIELD}.embedder.model")
+            # The loaded model's own patch x merge (28 for Qwen2-VL / Qwen2.5-VL, 32 for Qwen3-VL).
+            check_clip_shape(
+                self.clip_frames,
+                self.height,
+                self.width,
+                f"{FIELD}.embedder",
+                units=(side_unit(processor),),
+            )
             network.to(runtime.device)
             text = getattr(network.config, "text_config", network.config)
             layers = rt.check_layers(
-                self.layers, text.num_hidden_layers + 1, f"{FIELD}.embedding.layers"
+                self.layers, text.num_hidden_layers + 1, f"{FIELD}.embedder.layers"
             )
             self._loaded = (network, processor, runtime, layers)
         return self._loaded

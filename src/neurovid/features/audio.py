@@ -109,7 +109,10 @@ def open_audio(path: PathLike, space: str) -> AudioTrack:
         if not container.streams.video:
             raise InputError(path, "the file has no video stream.", "give a video file.")
         if not container.streams.audio:
-            kinds = ", ".join(f"{s.type} ({s.codec_context.name})" for s in container.streams)
+            kinds = ", ".join(
+                f"{s.type} ({getattr(s.codec_context, 'name', None) or 'no decoder'})"
+                for s in container.streams
+            )
             raise InputError(
                 path,
                 f"the video has no audio track (it contains {kinds}), so the sound feature "
@@ -158,10 +161,7 @@ def iter_audio(
                         held.append(np.zeros(-skip))
                         n_held, skip = -skip, 0
                 for out in resampler.resample(frame):
-                    samples = out.to_ndarray().astype(np.float64).mean(axis=0)
-                    if skip:
-                        dropped = min(skip, len(samples))
-                        samples, skip = samples[dropped:], skip - dropped
+                    samples, skip = _mono_after(out, skip)
                     held.append(samples)
                     n_held += len(samples)
                 decoded += 1
@@ -174,14 +174,21 @@ def iter_audio(
                 f"decoding the audio failed after {decoded} frames ({err}).",
                 "the file is damaged or truncated; copy or re-export it from the original.",
             ) from err
-        for out in resampler.resample(None):
-            samples = out.to_ndarray().astype(np.float64).mean(axis=0)
-            if skip:
-                dropped = min(skip, len(samples))
-                samples, skip = samples[dropped:], skip - dropped
+        for out in resampler.resample(None):  # what the resampler still holds
+            samples, skip = _mono_after(out, skip)
             held.append(samples)
     if held:
         yield np.concatenate(held)
+
+
+def _mono_after(frame: av.AudioFrame, skip: int | None) -> tuple[np.ndarray, int | None]:
+    """A resampled frame's mono samples (channel mean, float64) after dropping the first
+    ``skip`` samples still to drop; returns them and the samples left to drop."""
+    samples = frame.to_ndarray().astype(np.float64).mean(axis=0)
+    if not skip:
+        return samples, skip
+    dropped = min(skip, len(samples))
+    return samples[dropped:], skip - dropped
 
 
 def clock_duration(clock_video: PathLike) -> float:
