@@ -51,8 +51,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from neurovid import __version__
 from neurovid.errors import InputError
 from neurovid.features.runtime import FeatureWriter, Progress, emitter
-from neurovid.io import PathLike, provenance
-from neurovid.logs import script_logger
+from neurovid.io import PathLike
 from neurovid.video import frame_count, video_fps
 
 FIELD = "features.audio_mel"
@@ -482,38 +481,4 @@ def audio_mel(
             **dict(extra_attrs or {}),
         }
         writer.close(attrs)
-    return attrs
-
-
-# ---------------------------------------------------------------------- rule scripts
-
-
-def run_audio_rule(
-    smk: Any,
-    name: str,
-    extract: Callable[..., dict[str, Any]],
-    packages: tuple[str, ...],
-    **extra: Any,
-) -> dict[str, Any]:
-    """Body of an audio space's Snakemake script: ``extract(original video, output, ...)``.
-
-    ``input.video`` is the sheet's original file (the sound), ``input.clock`` the
-    standardized video (the rows' time span). Logs to the rule's log and records the
-    settings, both inputs and ``packages``' versions as provenance; ``extra`` (e.g. the
-    rule's threads) is passed on.
-    """
-    log = script_logger(smk, name)
-    settings = dict(smk.params.settings)
-    inputs = {"video": smk.input.video, "clock": smk.input.clock}
-    record = provenance(name, settings, inputs, packages)
-    attrs = extract(
-        smk.input.video,
-        smk.output[0],
-        clock_video=smk.input.clock,
-        **settings,
-        **extra,
-        extra_attrs={"provenance": record},
-        log=log,
-    )
-    log.info("wrote %s (%s, %s)", smk.output[0], attrs["model_id"], attrs["dtype"])
     return attrs

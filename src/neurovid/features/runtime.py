@@ -455,20 +455,32 @@ class FeatureWriter:
 # ------------------------------------------------------------------------ weights
 
 
-def run_rule(smk: Any, name: str, extract: Callable[..., dict[str, Any]]) -> dict[str, Any]:
-    """Body of a learned extractor's Snakemake script: ``extract(video, output, **settings)``.
+def run_rule(
+    smk: Any,
+    name: str,
+    extract: Callable[..., dict[str, Any]],
+    packages: Sequence[str] | None = None,
+    threads: bool = True,
+    **inputs_as: str,
+) -> dict[str, Any]:
+    """Body of a feature rule's Snakemake script: ``extract(video, output, **settings)``.
 
-    Logs to the rule's log, records the settings, input and versions as provenance,
-    and runs with the rule's threads. Returns the attributes written.
+    Logs to the rule's log, records the settings, the inputs and the versions of
+    ``packages`` (default: :func:`torch_versions`) as provenance, and passes the
+    rule's threads (unless ``threads`` is false). ``inputs_as`` names further inputs
+    passed on as keywords (``clock="clock_video"``: ``input.clock`` as ``clock_video``).
+    Returns the attributes written.
     """
     log = script_logger(smk, name)
     settings = dict(smk.params.settings)
-    record = provenance(name, settings, {"video": smk.input.video}, torch_versions())
+    inputs = {"video": smk.input.video, **{key: smk.input[key] for key in inputs_as}}
+    record = provenance(name, settings, inputs, tuple(packages) if packages else torch_versions())
     attrs = extract(
         smk.input.video,
         smk.output[0],
+        **{keyword: smk.input[key] for key, keyword in inputs_as.items()},
         **settings,
-        threads=smk.threads,
+        **({"threads": smk.threads} if threads else {}),
         extra_attrs={"provenance": record},
         log=log,
     )
