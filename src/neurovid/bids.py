@@ -134,7 +134,7 @@ def _fmriprep_names(deriv: Path, entities: Mapping[str, Any], space: str) -> dic
 
 def _derivative_index(layout: Any, space: str) -> dict[str, dict[str, Path]]:
     """Run name -> its preprocessed BOLD (``path``), ``sidecar`` and ``confounds`` in a
-    pybids derivatives index (three queries in all, not three per run: bench/bids.py)."""
+    pybids derivatives index (three queries in all, not three per run: bench/bids_dag.py)."""
     queries = {
         "path": {"suffix": "bold", "desc": "preproc", "space": space, "extension": ".nii.gz"},
         "sidecar": {"suffix": "bold", "desc": "preproc", "space": space, "extension": ".json"},
