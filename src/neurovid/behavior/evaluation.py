@@ -120,6 +120,28 @@ def read_annotations(path: PathLike, n_frames: int, fps: float | None = None) ->
     return out
 
 
+def merge_as(segments: pd.DataFrame, label: str) -> pd.DataFrame:
+    """Every bout relabelled ``label``; bouts that touch or overlap become one.
+
+    For scoring action / no-action segments (stage 1) against multi-label
+    annotations: an ``investigation`` bout followed at once by ``attack`` is one action.
+    """
+    table = segments[["start_frame", "stop_frame"]].sort_values("start_frame", kind="stable")
+    merged: list[list[int]] = []
+    for start, stop in table.itertuples(index=False):
+        if merged and int(start) <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], int(stop))
+        else:
+            merged.append([int(start), int(stop)])
+    return pd.DataFrame(
+        {
+            "start_frame": np.array([a for a, _ in merged], dtype=np.int64),
+            "stop_frame": np.array([b for _, b in merged], dtype=np.int64),
+            "label": pd.Series([label] * len(merged), dtype=object),
+        }
+    )
+
+
 def frames_from_segments(
     segments: pd.DataFrame, n_frames: int, background: str = "other"
 ) -> np.ndarray:

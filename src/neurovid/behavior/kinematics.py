@@ -1,12 +1,13 @@
-"""Kinematics in real units from DeepLabCut output, with ``movement``.
+"""Kinematics in real units from pose output (DeepLabCut, SLEAP, LightningPose, NWB,
+CalMS21), with ``movement``.
 
 Steps (:func:`compute_kinematics`):
 
-1. Load the DLC ``.h5``/``.csv`` with ``movement.io.load_poses.from_dlc_file``
-   (time in seconds from the video's ``fps``); check its body parts against
-   the expected ones.
-2. Drop points whose likelihood is under ``likelihood_cutoff``
-   (``movement.filtering.filter_by_confidence``).
+1. Load the pose file with :func:`neurovid.behavior.pose_io.load_pose_dataset`
+   (movement's loaders; time in seconds from the video's ``fps``); check its
+   body parts against the expected ones.
+2. Drop points whose confidence is under ``likelihood_cutoff``
+   (``movement.filtering.filter_by_confidence``; points without a score are kept).
 3. Interpolate gaps of at most ``max_gap`` frames linearly
    (``interpolate_over_time``); longer gaps stay NaN.
 4. Smooth with a Savitzky-Golay filter (``savgol_filter``, ``smooth_window``
@@ -43,7 +44,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,28 +75,23 @@ def load_pose(
     *,
     expected_bodyparts: Sequence[str] | None = None,
     individual: str | None = None,
+    source: str | None = None,
+    sequence: str | None = None,
+    all_individuals: bool = False,
 ) -> xr.Dataset:
-    """Load DLC output as a ``movement`` poses dataset of one individual (time in s).
+    """Load pose output as a ``movement`` poses dataset of one individual (time in s).
 
+    Any format :func:`neurovid.behavior.pose_io.load_pose_dataset` reads
+    (DeepLabCut, SLEAP, LightningPose, NWB ndx-pose, CalMS21; ``source`` is the
+    sheet's ``pose_source``, ``sequence`` a CalMS21 sequence id).
     ``expected_bodyparts`` (the config's list) must equal the file's body parts
     as a set; otherwise :class:`InputError` names the missing and unexpected
-    ones. ``individual`` picks one animal of a multi-animal file (default: the first).
+    ones. ``individual`` picks one animal of a multi-animal file (default: the first);
+    ``all_individuals`` keeps them all (dimension ``individuals``).
     """
-    from movement.io import load_poses
+    from neurovid.behavior.pose_io import load_pose_dataset
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "the pose file does not exist.", "run the pose step first.")
-    if not fps or fps <= 0:
-        raise InputError(path, f"invalid frame rate {fps!r}.", "give the video's fps.", field="fps")
-    try:
-        ds = load_poses.from_dlc_file(path, fps=fps)
-    except (ValueError, KeyError, OSError, TypeError) as err:
-        raise InputError(
-            path,
-            f"cannot read it as DeepLabCut output ({err}).",
-            "give the .h5 or .csv that deeplabcut.analyze_videos wrote.",
-        ) from err
+    ds = load_pose_dataset(path, fps, source=source, sequence=sequence)
     found = [str(k) for k in ds.keypoints.values]
     if expected_bodyparts is not None:
         missing = [b for b in expected_bodyparts if b not in found]
@@ -111,10 +106,12 @@ def load_pose(
                 path,
                 f"the pose file's body parts ({', '.join(found)}) do not match the config: "
                 f"{'; '.join(parts)}.",
-                f"set {FIELD_BODYPARTS} to the DLC project's body parts, or use the "
-                "matching DLC project.",
+                f"set {FIELD_BODYPARTS} to the pose file's body parts, or use the "
+                "matching pose model.",
                 field=FIELD_BODYPARTS,
             )
+    if all_individuals:
+        return ds
     individuals = [str(i) for i in ds.individuals.values]
     if individual is None:
         individual = individuals[0]
@@ -141,12 +138,14 @@ def clean_positions(
     Returns the cleaned ``position`` (time, space, keypoints) and counts of the
     points dropped for low likelihood and still missing after interpolation.
     """
-    from movement.filtering import filter_by_confidence, interpolate_over_time, savgol_filter
+    from movement.filtering import interpolate_over_time, savgol_filter
+
+    from neurovid.behavior.pose_io import confident_positions
 
     position = ds.position.transpose("time", "space", "keypoints")
     confidence = ds.confidence.transpose("time", "keypoints")
     missing_in = position.isnull().any("space")
-    filtered = filter_by_confidence(position, confidence, threshold=likelihood_cutoff)
+    filtered = confident_positions(position, confidence, likelihood_cutoff)
     dropped = int((filtered.isnull().any("space") & ~missing_in).sum())
     filled = interpolate_over_time(filtered, method="linear", max_gap=max_gap)
     if smooth_window and smooth_window > polyorder + 1:
@@ -324,8 +323,10 @@ def compute_kinematics(
     moving_threshold_cm_per_s: float = 1.5,
     centre_fraction: float = 0.5,
     sheet: PathLike | None = None,
+    pose_source: str | None = None,
+    sequence: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Per-frame kinematics table and summary of one DLC pose file (see the module docstring).
+    """Per-frame kinematics table and summary of one pose file (see the module docstring).
 
     Table columns: ``frame``, ``time_s``, ``x_px``, ``y_px``, ``x_cm``,
     ``y_cm``, ``speed_cm_per_s``, ``acceleration_cm_per_s2`` (magnitude of
@@ -344,7 +345,14 @@ def compute_kinematics(
     from movement.kinematics import compute_acceleration, compute_velocity
     from movement.utils.vector import compute_norm
 
-    ds = load_pose(pose_path, fps, expected_bodyparts=expected_bodyparts, individual=individual)
+    ds = load_pose(
+        pose_path,
+        fps,
+        expected_bodyparts=expected_bodyparts,
+        individual=individual,
+        source=pose_source,
+        sequence=sequence,
+    )
     position, counts = clean_positions(
         ds,
         likelihood_cutoff=likelihood_cutoff,

@@ -25,6 +25,8 @@ from neurovid.io import PathLike, atomic_dir, provenance, write_json
 from neurovid.video import fps_override_value
 
 log = logging.getLogger(__name__)
+#: The label of stage-1 segments (action vs no-action) when stage 2 does not run.
+ACTION = "action"
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,14 @@ class VideoTiming:
     n_frames: int
 
 
-def video_timing(probe_json: PathLike, fps_override: Any = None) -> VideoTiming:
-    """Frame rate (the sheet's ``fps`` override, else the container's) and frame count from probe.json."""
+def video_timing(probe_json: PathLike | VideoTiming, fps_override: Any = None) -> VideoTiming:
+    """Frame rate (the sheet's ``fps`` override, else the container's) and frame count from probe.json.
+
+    A :class:`VideoTiming` passes through: a pose sequence without a video (CalMS21)
+    gives its frame rate and count itself.
+    """
+    if isinstance(probe_json, VideoTiming):
+        return probe_json
     probe = json.loads(Path(probe_json).read_text())["video"]
     fps = fps_override_value(fps_override) or probe["fps"]
     if not fps:
@@ -53,31 +61,32 @@ def read_pose_array(
     *,
     likelihood_cutoff: float = 0.6,
     expected_bodyparts: Sequence[str] | None = None,
+    pose_source: str | None = None,
+    sequence: str | None = None,
 ) -> tuple[np.ndarray, list[str], list[str]]:
-    """DeepLabCut output as ``[T, K, 2]`` (one animal) or ``[T, I, K, 2]`` pixels, NaN where dropped.
+    """Pose output as ``[T, K, 2]`` (one animal) or ``[T, I, K, 2]`` pixels, NaN where dropped.
 
-    Points under ``likelihood_cutoff`` become NaN (the action features interpolate
-    them). Returns the array, the body parts and the individuals.
+    Any format of :mod:`neurovid.behavior.pose_io` (``pose_source``: the sheet's,
+    None = detect; ``sequence``: a CalMS21 sequence). Points under
+    ``likelihood_cutoff`` become NaN (the action features interpolate them).
+    Returns the array, the body parts and the individuals.
     """
     from neurovid.behavior.kinematics import load_pose
+    from neurovid.behavior.pose_io import confident_positions
 
     # load_pose checks the file and its body parts (InputError naming them).
-    ds = load_pose(path, fps, expected_bodyparts=expected_bodyparts)
-    return _all_individuals(path, fps, likelihood_cutoff, [str(k) for k in ds.keypoints.values])
-
-
-def _all_individuals(
-    path: PathLike, fps: float, cutoff: float, bodyparts: list[str]
-) -> tuple[np.ndarray, list[str], list[str]]:
-    from movement.filtering import filter_by_confidence
-    from movement.io import load_poses
-
-    ds = load_poses.from_dlc_file(path, fps=fps)
-    position = filter_by_confidence(ds.position, ds.confidence, threshold=cutoff)
-    position = position.sel(keypoints=bodyparts).transpose(
-        "time", "individuals", "keypoints", "space"
+    ds = load_pose(
+        path,
+        fps,
+        expected_bodyparts=expected_bodyparts,
+        source=pose_source,
+        sequence=sequence,
+        all_individuals=True,
     )
+    position = confident_positions(ds.position, ds.confidence, likelihood_cutoff)
+    position = position.transpose("time", "individuals", "keypoints", "space")
     pose = np.asarray(position.values, dtype=np.float64)
+    bodyparts = [str(k) for k in ds.keypoints.values]
     individuals = [str(i) for i in ds.individuals.values]
     return (pose[:, 0] if len(individuals) == 1 else pose), bodyparts, individuals
 
@@ -87,7 +96,7 @@ def _check_frames(pose: np.ndarray, timing: VideoTiming, pose_path: PathLike) ->
         raise InputError(
             pose_path,
             f"the pose file has {len(pose)} frames but the video has {timing.n_frames}.",
-            "track the same video (DeepLabCut output of this video_id's file).",
+            "track the same video (the pose of this video_id's file, or its CalMS21 sequence).",
             field="pose",
         )
 
@@ -102,21 +111,36 @@ def _pad(pose: np.ndarray, n_frames: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class AnnotatedVideo:
-    """One annotated behavior video: the video, its pose file, annotations and probe."""
+    """One annotated behavior video: the video, its pose file, annotations and probe.
+
+    ``video`` may be None for a pose sequence without its video (stage 1 only), and
+    ``probe`` a :class:`VideoTiming`; ``pose_source`` and ``sequence`` are the sheet's
+    columns (:mod:`neurovid.behavior.pose_io`).
+    """
 
     video_id: str
-    video: str
+    video: str | None
     pose: str
     annotations: str
-    probe: str
+    probe: str | VideoTiming
     fps_override: Any = None
+    pose_source: str | None = None
+    sequence: str | None = None
 
 
 def _features(
-    pose_path: PathLike, timing: VideoTiming, settings: Mapping[str, Any]
+    pose_path: PathLike,
+    timing: VideoTiming,
+    settings: Mapping[str, Any],
+    pose_source: str | None = None,
+    sequence: str | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     pose, bodyparts, individuals = read_pose_array(
-        pose_path, timing.fps, likelihood_cutoff=settings.get("likelihood_cutoff", 0.6)
+        pose_path,
+        timing.fps,
+        likelihood_cutoff=settings.get("likelihood_cutoff", 0.6),
+        pose_source=pose_source,
+        sequence=sequence,
     )
     _check_frames(pose, timing, pose_path)
     pose = _pad(pose, timing.n_frames)
@@ -141,11 +165,25 @@ def embedder_from(settings: Mapping[str, Any], threads: int) -> actions.SegmentE
     )
 
 
+def require_video(video: PathLike | None, video_id: str, pose: PathLike | None = None) -> None:
+    """Stage 2 embeds each segment's clip: stop with an InputError when there is no video."""
+    if video is None or str(video).strip() == "":
+        raise InputError(
+            pose,
+            f"{video_id}: stage 2 of the action localization (segment labels from the clip) "
+            "needs the video, and this pose sequence has none.",
+            "give the sequence's video in the videos sheet's path column, or run stage 1 only "
+            "(train_actions without a stage-2 model, localize without a video: segments "
+            "labelled 'action', scored with evaluate_videos(actions_only=True)).",
+            field="path",
+        )
+
+
 def train_actions(
     videos: Sequence[AnnotatedVideo],
     settings: Mapping[str, Any],
     stage1_path: PathLike,
-    stage2_path: PathLike,
+    stage2_path: PathLike | None,
     *,
     threads: int = 1,
 ) -> dict[str, Any]:
@@ -154,7 +192,12 @@ def train_actions(
     Stage 1 learns action vs ``other`` from every frame's pose features; stage 2
     learns each annotated bout's label from its clip's Qwen2-VL embedding.
     Both are pickled (joblib); returns a summary for the provenance sidecar.
+    ``stage2_path=None`` fits stage 1 only (pose sequences without video, e.g.
+    CalMS21); with a stage-2 path, a video without its file stops with an InputError.
     """
+    if stage2_path is not None:
+        for item in videos:
+            require_video(item.video, item.video_id, item.pose)
     if not videos:
         raise InputError(
             None,
@@ -165,7 +208,7 @@ def train_actions(
     features, targets, bouts_by_video = [], [], []
     for item in videos:
         timing = video_timing(item.probe, item.fps_override)
-        table, _ = _features(item.pose, timing, settings)
+        table, _ = _features(item.pose, timing, settings, item.pose_source, item.sequence)
         bouts = evaluation.read_annotations(item.annotations, timing.n_frames, timing.fps)
         labels = evaluation.frames_from_segments(bouts, timing.n_frames)
         features.append(table)
@@ -177,6 +220,15 @@ def train_actions(
         seed=int(settings.get("seed", 0)),
         threads=threads,
     ).fit(pd.concat(features, ignore_index=True), np.concatenate(targets))
+    summary = {
+        "train_videos": [v.video_id for v in videos],
+        "frames": int(sum(len(f) for f in features)),
+        "action_frames": int(sum(t.sum() for t in targets)),
+        "bouts": int(sum(len(b) for _, b in bouts_by_video)),
+    }
+    if stage2_path is None:
+        actions.save_model(stage1_path, classifier)
+        return {**summary, "stages": 1}
     embedder = embedder_from(settings["embedder"], threads)
     labeler = actions.train_labeler(
         bouts_by_video,
@@ -187,31 +239,40 @@ def train_actions(
     )
     actions.save_model(stage1_path, classifier)
     actions.save_model(stage2_path, labeler)
-    return {
-        "train_videos": [v.video_id for v in videos],
-        "frames": int(sum(len(f) for f in features)),
-        "action_frames": int(sum(t.sum() for t in targets)),
-        "bouts": int(sum(len(b) for _, b in bouts_by_video)),
-        "labeler": labeler.chosen,
-        "embedder": embedder.describe(),
-    }
+    return {**summary, "labeler": labeler.chosen, "embedder": embedder.describe()}
 
 
 def localize(
-    video: PathLike,
+    video: PathLike | None,
     pose_path: PathLike,
-    probe: PathLike,
+    probe: PathLike | VideoTiming,
     stage1_path: PathLike,
-    stage2_path: PathLike,
+    stage2_path: PathLike | None,
     settings: Mapping[str, Any],
     *,
     fps_override: Any = None,
     threads: int = 1,
+    pose_source: str | None = None,
+    sequence: str | None = None,
 ) -> pd.DataFrame:
-    """Both stages on one video -> the segments table (start/stop frames and seconds, label, score)."""
+    """Both stages on one video -> the segments table (start/stop frames and seconds, label, score).
+
+    ``stage2_path=None`` runs stage 1 only: the candidate segments, labelled
+    :data:`ACTION` with their stage-1 score (no video needed). With a stage-2
+    model, a missing video stops with an InputError.
+    """
     timing = video_timing(probe, fps_override)
-    table, _ = _features(pose_path, timing, settings)
+    if stage2_path is not None:
+        require_video(video, Path(str(pose_path)).name, pose_path)
+    table, _ = _features(pose_path, timing, settings, pose_source, sequence)
     thresholds = actions.Thresholds(**settings.get("thresholds", {}))
+    if stage2_path is None:
+        classifier = actions.load_model(stage1_path)
+        candidates = actions.candidate_segments(
+            classifier.predict_proba(table), **thresholds.frames(timing.fps)
+        )
+        n = len(candidates)
+        return actions.segment_table(candidates, timing.fps, [ACTION] * n, np.ones(n))
     return actions.localize_actions(
         video,
         table,
@@ -224,19 +285,27 @@ def localize(
 
 
 def evaluate_videos(
-    items: Sequence[tuple[str, PathLike, PathLike, PathLike, Any]], iou: float = 0.5
+    items: Sequence[tuple[str, PathLike, PathLike, PathLike | VideoTiming, Any]],
+    iou: float = 0.5,
+    *,
+    actions_only: bool = False,
 ) -> pd.DataFrame:
     """Segments vs ground truth per video and pooled (``video == "all"``).
 
     ``items``: ``(video_id, segments_csv, annotations_csv, probe_json, fps_override)``.
     The pooled rows put the videos end to end, so a segment never matches one of
-    another video.
+    another video. ``actions_only`` scores stage 1 alone: every bout of the truth and
+    of the segments counts as :data:`ACTION` (touching bouts merged), so the table
+    says how well the action / no-action segments find the annotated bouts.
     """
     tables, preds, truths, offset = [], [], [], 0
     for video_id, segments_csv, annotations_csv, probe, fps_override in items:
         timing = video_timing(probe, fps_override)
         truth = evaluation.read_annotations(annotations_csv, timing.n_frames)
         pred = pd.read_csv(segments_csv)
+        if actions_only:
+            truth = evaluation.merge_as(truth, ACTION)
+            pred = evaluation.merge_as(pred, ACTION)
         table = evaluation.evaluate(pred, truth, timing.n_frames, iou=iou)
         tables.append(table.assign(video=video_id))
         shift = ["start_frame", "stop_frame"]
