@@ -33,8 +33,37 @@ validate(config, "../schemas/config.schema.yaml")
 
 SCHEMAS = Path(workflow.basedir) / "schemas"
 VIDEOS = sheets.load_videos(config["videos"], SCHEMAS / "videos.schema.yaml")
-RECORDINGS = sheets.load_recordings(
-    config["recordings"], SCHEMAS / "recordings.schema.yaml", VIDEOS
+# The BIDS door's derived sheet: the runs of config `bids:` as recordings-sheet rows.
+BIDS_SHEET = "results/sheets/recordings.tsv"
+
+
+def recording_sheets():
+    """The recordings sheets to read: config `recordings` and, with `bids:`, the sheet the
+    BIDS door derives. pybids indexes the dataset in the main process only, which writes
+    the sheet (when its content changed) for the user to see; jobs spawned on SLURM or in
+    subprocesses re-read the Snakefile and read that sheet (indexed once per invocation).
+    """
+    paths = [config["recordings"]] if config.get("recordings") else []
+    if config.get("bids"):
+        if workflow.is_main_process:
+            from neurovid import bids
+
+            rows = bids.bids_recordings(config["bids"], VIDEOS, config["videos"])
+            bids.write_sheet(rows, BIDS_SHEET)
+        paths.append(BIDS_SHEET)
+    if not paths:
+        raise WorkflowError(
+            "config.yaml names no recordings. Fix: set `recordings` to your recordings.tsv "
+            "and/or `bids:` to a BIDS dataset with fMRIPrep derivatives."
+        )
+    return paths
+
+
+RECORDINGS = sheets.combine_recordings(
+    {
+        path: sheets.load_recordings(path, SCHEMAS / "recordings.schema.yaml", VIDEOS)
+        for path in recording_sheets()
+    }
 )
 SUBJECT_RUNS = sheets.subject_runs(RECORDINGS)
 # The sheets' rows as plain dicts, for the lookups that input functions and params make
@@ -204,10 +233,39 @@ def subject_modality(subject):
 
 
 def stimulus_timeline(wildcards):
-    """[[video_id, onset], ...] of a recording's stimulus timeline (the align / demo params)."""
-    return [
-        [e.video_id, e.onset] for e in RECORDING_ROWS[wildcards.recording]["timeline"]
-    ]
+    """[[video_id, onset], ...] of a recording's stimulus timeline (the align / demo params);
+    None where the timeline is a table of the NWB file (`nwb:<table>`): ingest stores it in
+    the responses file (`stimulus_events`), and align reads it from there."""
+    timeline = RECORDING_ROWS[wildcards.recording]["timeline"]
+    if timeline is None:
+        return None
+    return [[e.video_id, e.onset] for e in timeline]
+
+
+def nwb_params(wildcards):
+    """What ingest reads from an NWB recording (neurovid.nwb.ingest_nwb keywords), else None.
+
+    `videos` maps video ids to the sheet's paths (the presentations table names a video by
+    id or file name stem): only the videos the table shows when it was read at parse time.
+    """
+    row = RECORDING_ROWS[wildcards.recording]
+    if not str(row["path"]).lower().endswith(".nwb"):
+        return None
+    table = row["stimulus_table"]
+    shown = row["nwb_videos"] if row["nwb_videos"] is not None else list(VIDEO_ROWS)
+    return {
+        "series": recording_cell(wildcards.recording, "nwb_series"),
+        "behavior": recording_cell(wildcards.recording, "nwb_behavior"),
+        "stimulus_table": table,
+        "video_column": recording_cell(wildcards.recording, "nwb_video_column"),
+        "videos": {v: VIDEO_ROWS[v]["path"] for v in shown} if table else {},
+    }
+
+
+def recording_cell(recording, column):
+    """A recordings-sheet cell as text, or None when the column is absent or the cell empty."""
+    value = recording_value(recording, column)
+    return None if value is None or pd.isna(value) else str(value)
 
 
 def model_subjects(model):
@@ -225,8 +283,34 @@ def fmri_subjects(model):
     return [s for s in model_subjects(model) if subject_modality(s) == "fmri"]
 
 
+def timeline_source(recording):
+    """Where a recording's stimulus timeline comes from, as error messages name it."""
+    row = RECORDING_ROWS[recording]
+    events = row.get("events")
+    if isinstance(events, str) and events:
+        return f"the BIDS events file {events} (columns onset, {bids_stim_column()})"
+    if str(row["stimulus"]).startswith(sheets.NWB_STIMULUS):
+        return (
+            f"the {row['stimulus'][len(sheets.NWB_STIMULUS):]} table of {row['path']}"
+        )
+    return f"the `stimulus` column of {config['recordings']} (row {recording})"
+
+
+def bids_stim_column():
+    return (config.get("bids") or {}).get("stim_column", "stim_file")
+
+
 def timeline_videos(recording):
-    return [event.video_id for event in RECORDING_ROWS[recording]["timeline"]]
+    """Videos of a recording's timeline (align's feature inputs, known when the DAG is built).
+
+    A timeline in an NWB file was read at parse time (h5py, neurovid.nwb); a file the
+    workflow makes itself does not exist yet then: all stimulus videos of the sheet.
+    """
+    row = RECORDING_ROWS[recording]
+    if row["timeline"] is None:
+        shown = row["nwb_videos"]
+        return list(shown) if shown is not None else stimulus_videos()
+    return [event.video_id for event in row["timeline"]]
 
 
 def used_extractors():
@@ -266,10 +350,10 @@ def behavior_threads():
 
 
 def stimulus_keys(wildcards):
-    """One key per run of the subject: its parsed stimulus timeline (equal keys = repeats)."""
+    """One key per run of the subject: its parsed stimulus timeline (equal keys = repeats;
+    sheets.load_recordings: `stimulus_key`)."""
     return [
-        ";".join(f"{e.video_id}@{e.onset:g}" for e in RECORDING_ROWS[run]["timeline"])
-        for run in SUBJECT_RUNS[wildcards.subject]
+        RECORDING_ROWS[run]["stimulus_key"] for run in SUBJECT_RUNS[wildcards.subject]
     ]
 
 
@@ -450,6 +534,15 @@ def sensorium_mice():
 
 def sensorium_runs():
     """Per neurovid subject: each run's id, stimulus timeline, responses and video files."""
+    for subject in sensorium_subjects():
+        for run in SUBJECT_RUNS[subject]:
+            if RECORDING_ROWS[run]["timeline"] is None:
+                raise ValueError(
+                    f"config deep.sensorium.subjects: run {run!r} of {subject!r} has its "
+                    "stimulus timeline in its NWB file, which the Sensorium encoder does not "
+                    "read yet. Fix: give its `stimulus` as video_id@onset;... in the "
+                    "recordings sheet, or leave the subject out of deep.sensorium.subjects."
+                )
     return {
         subject: [
             {

@@ -1,10 +1,12 @@
 # Neural ingest (fMRI NIfTI, spike/calcium tables -> one HDF5 contract) and
 # alignment of features to each recording's timebase.
+import neurovid.denoise as denoise
 
 
 rule ingest:
     input:
-        recording=recording_path,
+        # the recording, its `confounds` table when the sheet gives one, atlas files
+        unpack(lambda wc: denoise.ingest_inputs(RECORDING_ROWS[wc.recording], config)),
     output:
         "results/neural/{recording}.h5",
     log:
@@ -21,6 +23,7 @@ rule ingest:
         tr=lambda wc: recording_value(wc.recording, "tr"),
         sampling_rate=lambda wc: recording_value(wc.recording, "sampling_rate"),
         fmri=config["neural"]["fmri"],
+        nwb=nwb_params,
     script:
         "../scripts/ingest.py"
 
@@ -44,5 +47,6 @@ rule align:
         runtime=10,
     params:
         timeline=stimulus_timeline,
+        source=lambda wc: timeline_source(wc.recording),
     script:
         "../scripts/align.py"

@@ -125,7 +125,9 @@ def test_align_script_writes_features_on_the_response_times(tmp_path: Path) -> N
     smk = type("Smk", (), {})()
     smk.input = namedlist(responses=str(responses), features=[str(p) for p in paths])
     smk.output = namedlist([str(out)])
-    smk.params = namedlist(timeline=[["A", 1.0], ["B", 4.0]])
+    smk.params = namedlist(
+        timeline=[["A", 1.0], ["B", 4.0]], source="the `stimulus` column of rec.tsv"
+    )
     smk.wildcards = namedlist(recording="rec", extractor="motion_energy")
     smk.log = namedlist([str(tmp_path / "align.log")])
     smk.threads = 1
@@ -152,7 +154,7 @@ def test_align_script_leaves_nothing_when_the_recording_is_too_short(tmp_path: P
     smk = type("Smk", (), {})()
     smk.input = namedlist(responses=str(responses), features=[str(tmp_path / "A.h5")])
     smk.output = namedlist([str(out)])
-    smk.params = namedlist(timeline=[["A", 1.0]])
+    smk.params = namedlist(timeline=[["A", 1.0]], source="the `stimulus` column of rec.tsv")
     smk.wildcards = namedlist(recording="rec", extractor="motion_energy")
     smk.log = namedlist([str(tmp_path / "align.log")])
     smk.threads = 1

@@ -48,6 +48,7 @@ def timeline_features(
     *,
     recording: str = "recording",
     recording_path: str | None = None,
+    source: str = "the `stimulus` column of recordings.tsv",
 ) -> np.ndarray:
     """Features of the videos shown during a recording, on the recording's timebase.
 
@@ -58,6 +59,8 @@ def timeline_features(
             video's start, centre of each frame/window).
         target_times: centre time of each response sample (evenly spaced).
         recording, recording_path: named in error messages.
+        source: where the timeline came from (a sheet's column, a BIDS events file, an
+            NWB table), named in the fixes of error messages.
 
     Returns:
         float32 array [len(target_times), D]; sample windows where no video
@@ -94,14 +97,14 @@ def timeline_features(
             raise InputError(
                 where,
                 f"video {event.video_id!r} starts at {event.onset:g} s, before the previous video ends ({previous_end - start:.3f} s).",
-                "fix the onsets in the `stimulus` column of recordings.tsv.",
+                f"fix the onsets in {source}.",
                 field="stimulus",
             )
         if video_end > end + TIME_TOLERANCE:
             raise InputError(
                 where,
                 f"recording {recording!r} is {end - start:.3f} s long ({len(target_times)} samples at {1 / period:g} Hz) but its stimulus timeline ends at {video_end - start:.3f} s (video {event.video_id!r} at onset {event.onset:g} s lasts {duration:.3f} s).",
-                "check the onsets in the `stimulus` column of recordings.tsv, the TR / sampling rate, and that the recording file is complete.",
+                f"check the onsets in {source}, the TR / sampling rate, and that the recording file is complete.",
                 field="stimulus",
             )
         previous_end = video_end

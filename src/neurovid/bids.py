@@ -28,7 +28,8 @@ yet are expected under fMRIPrep's names only where this workflow makes them
 (under ``results/``, e.g. the demo); elsewhere a missing file is an error naming
 the run.
 
-pybids runs in the workflow's main process only; jobs (SLURM, subprocesses)
+pybids runs in the workflow's main process only (imported there, so the ingest job,
+which reads a sidecar's TR with :func:`repetition_time`, does not need it); jobs (SLURM, subprocesses)
 read the sheet that process wrote (rules/common.smk), so the dataset is indexed
 once per invocation.
 """
@@ -41,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from bids.layout import parse_file_entities
 
 from neurovid.errors import InputError
 
@@ -140,6 +140,8 @@ def _derivative_index(layout: Any, space: str) -> dict[str, dict[str, Path]]:
         "sidecar": {"suffix": "bold", "desc": "preproc", "space": space, "extension": ".json"},
         "confounds": {"suffix": "timeseries", "desc": "confounds", "extension": ".tsv"},
     }
+    from bids.layout import parse_file_entities
+
     index: dict[str, dict[str, Path]] = {}
     for key, query in queries.items():
         for found in map(Path, layout.get(datatype="func", return_type="filename", **query)):
@@ -255,6 +257,8 @@ def bids_recordings(
         InputError: no dataset there, a run without its fMRIPrep files, a stimulus
             file not in the videos sheet, no run matching the filters.
     """
+    from bids.layout import parse_file_entities
+
     workdir = Path(workdir)
     root = Path(settings["root"])
     deriv = Path(settings["derivatives"])

@@ -12,6 +12,17 @@ Responses file (``results/neural/{recording}.h5``)
     ``subject``, ``modality``, ``sampling_rate`` (Hz), ``provenance``.
     fMRI adds ``mask`` uint8 [X, Y, Z], ``affine`` float64 [4, 4] and
     ``voxel_ijk`` int32 [N, 3] (voxel of each column).
+    Recordings read from NWB (:mod:`neurovid.nwb`) may add ``behavior``
+    float32 [T, C] (behavior covariates such as running speed or pupil size,
+    averaged over each response sample's window; NaN where the channel was not
+    recorded) with ``behavior_names`` [C] (str), and the attr
+    ``stimulus_events`` (JSON list of ``{"video_id", "onset"}``, onsets in
+    seconds from the start of the first sample): the stimulus timeline when
+    the sheet's ``stimulus`` says ``nwb:<table>``.
+    ``censored`` bool [T] (fMRI denoising, :mod:`neurovid.denoise`): volumes
+    left out of every encoding fit and score (high motion, non-steady-state);
+    they hold 0 and stay in place so ``times`` keep the stimulus clock. Absent
+    means none censored (:func:`read_responses` then gives all False).
 
 Files carry no wall-clock timestamps, so the same inputs give the same bytes.
 """
@@ -281,6 +292,9 @@ class ResponseSet:
     mask: np.ndarray | None = None
     affine: np.ndarray | None = None
     voxel_ijk: np.ndarray | None = None
+    behavior: np.ndarray | None = None
+    behavior_names: np.ndarray | None = None
+    censored: np.ndarray | None = None  # bool [T]; all False when the file has none
 
     @property
     def sampling_rate(self) -> float:
@@ -334,6 +348,9 @@ def write_responses(
     mask: np.ndarray | None = None,
     affine: np.ndarray | None = None,
     voxel_ijk: np.ndarray | None = None,
+    behavior: np.ndarray | None = None,
+    behavior_names: np.ndarray | list[str] | None = None,
+    censored: np.ndarray | None = None,
 ) -> None:
     """Write a responses file (see module docstring for the contract)."""
     responses = np.asarray(responses, dtype=np.float32)
@@ -353,6 +370,24 @@ def write_responses(
         datasets["mask"] = np.asarray(mask, dtype=np.uint8)
         datasets["affine"] = np.asarray(affine, dtype=np.float64)
         datasets["voxel_ijk"] = np.asarray(voxel_ijk, dtype=np.int32)
+    if behavior is not None:
+        behavior = np.asarray(behavior, dtype=np.float32)
+        behavior_names = np.asarray(behavior_names, dtype=str)
+        if behavior.ndim != 2 or behavior.shape[0] != responses.shape[0]:
+            raise ValueError(
+                f"{path}: behavior must be [T={responses.shape[0]}, C], got shape {behavior.shape}"
+            )
+        if behavior_names.shape != (behavior.shape[1],):
+            raise ValueError(
+                f"{path}: {behavior_names.size} names for {behavior.shape[1]} channels"
+            )
+        datasets["behavior"] = behavior
+        datasets["behavior_names"] = behavior_names
+    if censored is not None:
+        censored = np.asarray(censored, dtype=bool)
+        if censored.shape != (responses.shape[0],):
+            raise ValueError(f"{path}: censored has shape {censored.shape}, not [T={len(times)}]")
+        datasets["censored"] = censored
     write_h5(path, datasets, attrs)
 
 
@@ -372,8 +407,20 @@ def read_responses(path: PathLike) -> ResponseSet:
             mask=h5["mask"][...] if "mask" in h5 else None,
             affine=h5["affine"][...] if "affine" in h5 else None,
             voxel_ijk=h5["voxel_ijk"][...] if "voxel_ijk" in h5 else None,
+            behavior=h5["behavior"][...] if "behavior_names" in h5 else None,
+            behavior_names=h5["behavior_names"].asstr()[...] if "behavior_names" in h5 else None,
+            censored=h5["censored"][...].astype(bool) if "censored" in h5 else None,
         )
     _check_times(path, rs.times, rs.responses.shape[0], "responses")
+    if rs.censored is None:
+        rs.censored = np.zeros(len(rs.times), dtype=bool)
+    elif rs.censored.shape != rs.times.shape:
+        raise InputError(
+            path,
+            f"`censored` has shape {rs.censored.shape} for {len(rs.times)} samples.",
+            "re-run ingest for this recording.",
+            field="censored",
+        )
     return rs
 
 

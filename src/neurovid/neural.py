@@ -62,6 +62,13 @@ class Recording:
     affine: np.ndarray | None = None  # float64 [4, 4] (fMRI)
     voxel_ijk: np.ndarray | None = None  # int32 [N, 3] (fMRI)
     info: dict[str, Any] = field(default_factory=dict)  # how it was read (for provenance)
+    # NWB door (neurovid.nwb): behavior covariates on the response samples, and the
+    # stimulus timeline read from the file ({"video_id", "onset"} dicts, onsets in s).
+    behavior: np.ndarray | None = None  # float32 [T, C]
+    behavior_names: np.ndarray | None = None  # str [C]
+    stimulus_events: list[dict[str, Any]] | None = None
+    # fMRI denoising (neurovid.denoise): volumes left out of every fit and score.
+    censored: np.ndarray | None = None  # bool [T]
 
     @property
     def duration(self) -> float:
@@ -553,21 +560,54 @@ def _spike_times(
             "name the unit of every spike.",
             field="unit",
         )
-    bins = np.floor(spikes * rate + 1e-9).astype(np.int64)
+    recording = bin_spikes(path, spikes, units.astype(str), rate, duration)
+    recording.info["layout"] = "spike_times"
+    return recording
+
+
+def bin_spikes(
+    path: str | Path,
+    spike_times: np.ndarray,
+    units: np.ndarray,
+    rate: float,
+    duration: float | None = None,
+    names: list[str] | None = None,
+    field: str = "spike_time",
+) -> Recording:
+    """Bin spike times into counts per unit: bin ``k`` covers ``[k / rate, (k + 1) / rate)``.
+
+    The one binning of every spikes door (spike-times tables, NWB ``Units``).
+
+    Args:
+        path: the recording file (named in errors).
+        spike_times: seconds from the start of the recording's first bin, >= 0.
+        units: the unit (name) of each spike, same length.
+        rate: bins per second.
+        duration: recording length in seconds (rounded up to whole bins);
+            default: to the end of the bin holding the last spike.
+        names: the units in column order (units without spikes get zero
+            columns); default: the units that spike, in numeric (else text) order.
+        field: the field errors name.
+
+    Raises:
+        InputError: a spike after ``duration``.
+    """
+    bins = np.floor(np.asarray(spike_times, dtype=np.float64) * rate + 1e-9).astype(np.int64)
     if _given(duration):
         n_bins = int(math.ceil(float(duration) * rate - 1e-9))  # type: ignore[arg-type]
-        if bins.max() >= n_bins:
+        if len(bins) and bins.max() >= n_bins:
             raise InputError(
                 path,
-                f"a spike at {spikes.max():g} s lies after the recording's end ({duration:g} s).",
+                f"a spike at {np.max(spike_times):g} s lies after the recording's end ({duration:g} s).",
                 "check the duration or the spike times.",
-                field="spike_time",
+                field=field,
             )
         length_from = "duration"
     else:
         n_bins = int(bins.max()) + 1
         length_from = "last spike"
-    names = _unit_order(sorted(set(units.tolist())))
+    if names is None:
+        names = _unit_order(sorted(set(units.tolist())))
     column = {name: j for j, name in enumerate(names)}
     cols = np.array([column[u] for u in units], dtype=np.int64)
     counts = np.zeros((n_bins, len(names)), dtype=np.float32)
@@ -578,7 +618,7 @@ def _spike_times(
         target_names=np.array(names),
         sampling_rate=rate,
         modality="spikes",
-        info={"layout": "spike_times", "length_from": length_from, "n_spikes": len(spikes)},
+        info={"length_from": length_from, "n_spikes": len(spike_times)},
     )
 
 
@@ -594,11 +634,14 @@ def ingest_recording(
     mask_img: nib.Nifti1Image | None = None,
     drop_nan_voxels: bool = False,
     duration: float | None = None,
+    nwb: dict[str, Any] | None = None,
 ) -> Recording:
     """Ingest one recording of any modality (``fmri``, ``spikes``, ``calcium``).
 
     For fMRI, ``tr`` (else ``1 / sampling_rate``, else the header) gives the TR
-    and ``mask_img`` the output grid (default: :func:`load_mask`).
+    and ``mask_img`` the output grid (default: :func:`load_mask`). An ``.nwb``
+    file goes through :func:`neurovid.nwb.ingest_nwb` with the keyword
+    arguments in ``nwb`` (series, behavior, stimulus table, video column, videos).
     """
     if modality not in MODALITIES:
         raise InputError(
@@ -607,6 +650,10 @@ def ingest_recording(
             f"use one of {', '.join(MODALITIES)} in the `modality` column of recordings.tsv.",
             field="modality",
         )
+    if str(path).lower().endswith(".nwb"):
+        from neurovid.nwb import ingest_nwb
+
+        return ingest_nwb(path, modality=modality, sampling_rate=sampling_rate, **(nwb or {}))
     if modality == "fmri":
         if not _given(tr) and _given(sampling_rate):
             tr = 1.0 / float(sampling_rate)  # type: ignore[arg-type]

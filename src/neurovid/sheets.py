@@ -13,6 +13,7 @@ nothing a sheet says can make a rule write outside ``results/``.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,8 @@ VIDEO_NUMERIC = (
 # Optional file columns of videos.tsv (checked like `path` when filled in).
 VIDEO_FILES = ("pose", "annotations")
 RECORDING_NUMERIC = ("tr", "sampling_rate")
+#: `stimulus` of a recording whose timeline is a TimeIntervals table of its NWB file
+NWB_STIMULUS = "nwb:"
 
 
 @dataclass(frozen=True)
@@ -231,18 +234,40 @@ def load_recordings(
     _check_unique(table, path, "recording_id")
     _check_paths(table, path, "recording_id", workdir)
     known = set(videos["video_id"])
-    timelines = []
+    timelines, keys, nwb_tables, nwb_videos = [], [], [], []
     for row, (rec, text) in enumerate(zip(table["recording_id"], table["stimulus"], strict=True)):
+        if text.startswith(NWB_STIMULUS):
+            record = table.iloc[row].to_dict()
+            name, shown, key = _nwb_timeline(path, row, record, videos, workdir)
+            timelines.append(None)
+            keys.append(key)
+            nwb_tables.append(name)
+            nwb_videos.append(shown)
+            continue
         try:
             timelines.append(parse_stimulus(text, known, where=f"row {row + 2} ({rec!r})"))
         except ValueError as err:
             raise InputError(
                 path,
                 f"{err}.",
-                "write `video_id` or `video_id@onset;video_id@onset` with increasing onsets in seconds, using ids from videos.tsv.",
+                "write `video_id` or `video_id@onset;video_id@onset` with increasing onsets in seconds, using ids from videos.tsv, or `nwb:<table>` for an NWB recording.",
                 field="stimulus",
             ) from None
+        keys.append(";".join(f"{e.video_id}@{e.onset:g}" for e in timelines[-1]))
+        nwb_tables.append(None)
+        nwb_videos.append(None)
+    # `timeline` is None where the stimulus timeline is in an NWB file (`stimulus_table`):
+    # ingest reads it into the responses file. `nwb_videos`: the videos that table shows,
+    # None while the file does not exist yet. `stimulus_key`: equal keys = repeats.
     table["timeline"] = timelines
+    table["stimulus_key"] = keys
+    table["stimulus_table"] = nwb_tables
+    table["nwb_videos"] = nwb_videos
+    _check_one_modality(table, path)
+    return table.set_index("recording_id", drop=False)
+
+
+def _check_one_modality(table: pd.DataFrame, path: Path | str) -> None:
     for subject, rows in table.groupby("subject"):
         modalities = sorted(set(rows["modality"]))
         if len(modalities) > 1:
@@ -252,7 +277,67 @@ def load_recordings(
                 f"give each modality its own subject id (e.g. {subject}-{modalities[0]}).",
                 field="subject",
             )
+
+
+def combine_recordings(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The rows of several loaded recordings sheets (e.g. recordings.tsv and the sheet the
+    BIDS door derived, by path), checked together: unique ids, one modality per subject."""
+    if len(tables) == 1:
+        return next(iter(tables.values()))
+    where = " + ".join(tables)
+    table = pd.concat(list(tables.values()), ignore_index=True, sort=False)
+    counts = table["recording_id"].value_counts()
+    if (counts > 1).any():
+        raise InputError(
+            where,
+            f"recording_id {counts.index[0]!r} appears in more than one sheet.",
+            "give every run its own recording_id (leave BIDS runs out of recordings.tsv).",
+            field="recording_id",
+        )
+    _check_one_modality(table, where)
     return table.set_index("recording_id", drop=False)
+
+
+def _nwb_timeline(
+    path: Path, row: int, record: dict, videos: pd.DataFrame, workdir: Path
+) -> tuple[str, list[str] | None, str]:
+    """A ``nwb:<table>`` stimulus: (table, videos it shows or None, stimulus key).
+
+    The table is read with h5py when the file exists (fast, cached per file);
+    a file a rule of this workflow makes (under ``results/``) is read by ingest.
+    """
+    from neurovid import nwb_table as nwb
+
+    rec = record["recording_id"]
+    name = nwb.stimulus_table(record["stimulus"]) or ""
+    file = str(record["path"])
+    where = f"row {row + 2} ({rec!r})"
+    if not name:
+        raise InputError(
+            path,
+            f"{where}: `nwb:` names no table.",
+            "write `nwb:<name of the TimeIntervals table of presentations>`, e.g. nwb:presentations.",
+            field="stimulus",
+        )
+    if not nwb.is_nwb(file) or record["modality"] not in ("spikes", "calcium"):
+        raise InputError(
+            path,
+            f"{where}: the stimulus {record['stimulus']!r} is read from an NWB file, but the row is a {record['modality']} recording in {file!r}.",
+            "use `nwb:<table>` only with a spikes or calcium recording whose `path` is an .nwb file.",
+            field="stimulus",
+        )
+    file_path = Path(file) if Path(file).is_absolute() else workdir / file
+    if not file_path.is_file():
+        # Made by the workflow itself (e.g. the demo): the table is read when it exists.
+        return name, None, f"nwb:{rec}"
+    column = record.get("nwb_video_column")
+    column = column if isinstance(column, str) and column.strip() else nwb.DEFAULT_VIDEO_COLUMN
+    video_paths = dict(zip(videos["video_id"], videos["path"], strict=True))
+    rows = nwb.presentation_videos(file_path, name, video_paths, column.strip())
+    # Repeats: the same videos at the same times relative to the first presentation.
+    first = rows[0][1]
+    key = "nwb:" + ";".join(f"{v}@{start - first:g}" for v, start, _ in rows)
+    return name, list(dict.fromkeys(v for v, _, _ in rows)), key
 
 
 def subject_runs(recordings: pd.DataFrame) -> dict[str, list[str]]:
