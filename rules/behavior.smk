@@ -1,7 +1,9 @@
 # Behavior videos (kind: behavior): pose -> kinematics, per-frame behavior labels
 # (fine-tuned ViT), two-stage action localization (pose features, then Qwen2-VL on
 # each candidate segment's clip), evaluation against annotations, and figures.
-# Pose comes from the sheet's `pose` column or from DeepLabCut (rules/pose.smk).
+# Pose comes from the sheet's `pose` column (DeepLabCut, SLEAP, LightningPose, NWB
+# ndx-pose or CalMS21 JSON; neurovid.behavior.pose_io) or from DeepLabCut (rules/pose.smk).
+# Every behavior video's pose and kinematics also go out as NWB (rule pose_nwb).
 
 
 rule kinematics:
@@ -22,9 +24,55 @@ rule kinematics:
         settings=config["behavior"]["kinematics"],
         sheet=lambda wc: sheet_geometry(wc.video),
         fps=lambda wc: sheet_value(wc.video, "fps"),
+        pose=lambda wc: pose_options(wc.video),
         videos_sheet=config["videos"],
     script:
         "../scripts/kinematics.py"
+
+
+rule calms21_annotations:
+    input:
+        calms21_annotations,
+    output:
+        "results/behavior/annotations/{video}.csv",
+    log:
+        "results/logs/behavior/calms21_annotations_{video}.log",
+    conda:
+        "../envs/behavior.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        sequence=lambda wc: sheet_value(wc.video, "sequence"),
+    script:
+        "../scripts/calms21_annotations.py"
+
+
+rule pose_nwb:
+    input:
+        pose=pose_file,
+        kinematics="results/kinematics/{video}.csv",
+        probe="results/video/{video}/probe.json",
+        video=video_path,
+    output:
+        "results/nwb/{video}.nwb",
+    log:
+        "results/logs/behavior/pose_nwb_{video}.log",
+    conda:
+        "../envs/behavior.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        video_id=lambda wc: wc.video,
+        fps=lambda wc: sheet_value(wc.video, "fps"),
+        pose=lambda wc: pose_options(wc.video),
+        subject=lambda wc: {
+            k: sheet_value(wc.video, k) for k in ("subject", "species", "sex", "age")
+        },
+        videos_sheet=config["videos"],
+    script:
+        "../scripts/pose_nwb.py"
 
 
 rule labeled_frames:
@@ -131,6 +179,9 @@ rule train_actions:
             sheet_value(v, "fps")
             for v in config["behavior"]["actions"]["train_videos"]
         ],
+        pose=lambda wc: [
+            pose_options(v) for v in config["behavior"]["actions"]["train_videos"]
+        ],
         settings=config["behavior"]["actions"],
         software=env_pins("behavior"),
         precision=compute_precision(config["behavior"]["actions"]["embedder"]["device"]),
@@ -163,6 +214,7 @@ rule actions:
     params:
         settings=config["behavior"]["actions"],
         fps=lambda wc: sheet_value(wc.video, "fps"),
+        pose=lambda wc: pose_options(wc.video),
     script:
         "../scripts/actions.py"
 

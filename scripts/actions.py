@@ -16,10 +16,11 @@ table = localize(
     snakemake.params.settings,
     fps_override=snakemake.params.fps,
     threads=snakemake.threads,
+    **snakemake.params.pose,
 )
 record = provenance(
     "actions",
-    snakemake.params.settings,
+    {**snakemake.params.settings, **snakemake.params.pose},
     {"video": inp.video, "pose": inp.pose, "stage1": inp.stage1, "stage2": inp.stage2},
     packages=("scikit-learn", "torch", "transformers"),
 )

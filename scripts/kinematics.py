@@ -32,10 +32,11 @@ table, summary = compute_kinematics(
     moving_threshold_cm_per_s=settings.get("moving_threshold_cm_per_s", 1.5),
     centre_fraction=settings.get("centre_fraction", 0.5),
     sheet=snakemake.params.videos_sheet,
+    **snakemake.params.pose,
 )
 record = provenance(
     "kinematics",
-    {**settings, "sheet": snakemake.params.sheet, "fps": timing.fps},
+    {**settings, "sheet": snakemake.params.sheet, "fps": timing.fps, **snakemake.params.pose},
     {"pose": snakemake.input.pose},
     packages=("movement", "xarray", "scipy"),
 )

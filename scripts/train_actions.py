@@ -7,14 +7,15 @@ from neurovid.logs import script_logger
 log = script_logger(snakemake, "train_actions")
 inp = snakemake.input
 videos = [
-    AnnotatedVideo(*item)
-    for item in zip(
+    AnnotatedVideo(*item, **pose)
+    for *item, pose in zip(
         snakemake.params.videos,
         inp.videos,
         inp.poses,
         inp.annotations,
         inp.probes,
         snakemake.params.fps,
+        snakemake.params.pose,
         strict=True,
     )
 ]

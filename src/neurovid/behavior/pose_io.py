@@ -180,6 +180,8 @@ def _nwb_pose(path: Path) -> xr.Dataset:
     movement names the individual of a PoseEstimation after the file's identifier;
     here it is the skeleton's subject id, else the skeleton's name without a
     ``_skeleton`` suffix, else the PoseEstimation's name (as :mod:`.nwb_out` writes them).
+    Body parts come in the skeleton's node order (movement lists them by name), since
+    the order matters downstream (the body axis runs from the last to the first).
     """
     import pynwb
     from movement.io import load_poses
@@ -205,6 +207,9 @@ def _nwb_pose(path: Path) -> xr.Dataset:
             ds = load_poses.from_nwb_file(nwb, pose_estimation_key=pose.name)
             skeleton = pose.skeleton
             name = pose.name
+            nodes = [str(n) for n in skeleton.nodes[:]] if skeleton is not None else []
+            if sorted(nodes) == sorted(str(k) for k in ds.keypoints.values):
+                ds = ds.sel(keypoints=nodes)  # the skeleton's order (NWB lists series by name)
             if skeleton is not None:
                 subject = getattr(skeleton, "subject", None)
                 name = (
@@ -214,9 +219,24 @@ def _nwb_pose(path: Path) -> xr.Dataset:
                 )
             parts.append(ds.assign_coords(individuals=[name]))
         source_software = found[0].source_software or "NWB"
+        order = _nwb_order(module.description, [str(p.individuals.values[0]) for p in parts])
+    parts = [parts[i] for i in order]
     ds = xr.concat(parts, dim="individuals") if len(parts) > 1 else parts[0]
     ds.attrs["source_software"] = source_software
     return ds
+
+
+def _nwb_order(description: str | None, names: list[str]) -> list[int]:
+    """Indices of ``names`` in the order the module's description lists them
+    (``... individuals in order: a, b``, as :mod:`.nwb_out` writes it), else as found."""
+    from neurovid.behavior.nwb_out import INDIVIDUALS_IN_ORDER
+
+    text = description or ""
+    if INDIVIDUALS_IN_ORDER in text:
+        listed = [n.strip() for n in text.rsplit(INDIVIDUALS_IN_ORDER, 1)[1].split(",")]
+        if sorted(listed) == sorted(names):
+            return [names.index(n) for n in listed]
+    return list(range(len(names)))
 
 
 def _read(path: Path, source: str, fps: float, sequence: str | None) -> xr.Dataset:
