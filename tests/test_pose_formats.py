@@ -148,6 +148,15 @@ def test_pose_source_overrides_detection(tmp_path: Path) -> None:
     table, _ = compute_kinematics(named, FPS, **SCALE, pose_source="deeplabcut")
     reference, _ = compute_kinematics(files["dlc_h5"], FPS, **SCALE)
     np.testing.assert_allclose(table["x_cm"], reference["x_cm"], rtol=1e-12)
+    lines[0] = lines[0].replace("heatmap_tracker", "DLC_resnet50_openfieldOct30shuffle1_1000")
+    dlc_named = tmp_path / "dlc_named.csv"
+    dlc_named.write_text("".join(lines))
+    assert detect_source(dlc_named) == "deeplabcut"
+    # A pose_source that does not fit the content: the reader's complaint, the field, the fix.
+    with pytest.raises(InputError) as err:
+        load_pose_dataset(files["dlc_h5"], FPS, source="sleap")
+    assert str(err.value).startswith(f"{files['dlc_h5']} [pose_source]: cannot read it as SLEAP")
+    assert "Fix: give the file SLEAP wrote for this video, or correct pose_source" in str(err.value)
     with pytest.raises(InputError, match=r"\[pose_source\]: pose_source 'openpose' is not known"):
         load_pose_dataset(lp, FPS, source="openpose")
     with pytest.raises(InputError, match=r"\[pose_source\]: pose_source sleap files end in"):

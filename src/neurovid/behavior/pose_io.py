@@ -302,6 +302,10 @@ def load_pose_dataset(
             field=FIELD_POSE,
         )
     n = ds.sizes["time"]
+    own = ds.attrs.get("fps")  # NWB series carry their rate
+    if name == "nwb" and own and abs(float(own) - float(fps)) > 1e-3 * float(fps):
+        log.warning("%s: pose sampled at %g Hz, the video at %g fps: frames are matched 1:1",
+                    path, own, fps)  # fmt: skip
     ds = ds.assign_coords(time=np.arange(n, dtype=np.float64) / float(fps))
     ds["position"] = ds.position.astype(np.float64).transpose(
         "time", "space", "keypoints", "individuals"
