@@ -125,3 +125,27 @@ rule score_maps:
         runtime=10,
     script:
         "../scripts/score_maps.py"
+
+
+# Variance partitioning (models with 2+ feature spaces, neurovid.partition): a map per
+# part of an fMRI subject's partition, unique_<space> for each space of the model
+# (config: the model's features) and shared, written like r2.nii.gz.
+rule partition_map:
+    input:
+        scores="results/encoding/{model}/{subject}/scores.h5",
+    output:
+        volume="results/encoding/{model}/{subject}/{part}.nii.gz",
+        sidecar="results/encoding/{model}/{subject}/{part}.json",
+    log:
+        "results/logs/partition_map/{model}/{subject}_{part}.log",
+    wildcard_constraints:
+        part="unique_[A-Za-z0-9_-]+|shared",
+    conda:
+        "../envs/stats.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        part=lambda wc: wc.part,
+    script:
+        "../scripts/partition_map.py"

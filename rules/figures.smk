@@ -127,3 +127,63 @@ rule figure_model_comparison:
         subjects=[subject for _, subject in model_subject_pairs()],
     script:
         "../scripts/figure_model_comparison.py"
+
+
+# Variance partitioning of models with 2+ feature spaces (neurovid.partition).
+rule figure_variance_partition:
+    input:
+        scores=lambda wc: expand(
+            "results/encoding/{model}/{subject}/scores.h5",
+            model=wc.model,
+            subject=model_subjects(wc.model),
+        ),
+    output:
+        report(
+            "results/figures/{model}/variance_partition.png",
+            category="{model}",
+            subcategory="Variance partitioning",
+            caption="../report/variance_partition.rst",
+        ),
+    log:
+        "results/logs/figures/{model}/variance_partition.log",
+    conda:
+        "../envs/figures.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        model=lambda wc: wc.model,
+        subjects=lambda wc: model_subjects(wc.model),
+        parts=lambda wc: PARTITION_PARTS[wc.model],
+    script:
+        "../scripts/figure_variance_partition.py"
+
+
+rule figure_variance_maps:
+    input:
+        maps=lambda wc: expand(
+            "results/encoding/{model}/{subject}/{part}.nii.gz",
+            model=wc.model,
+            subject=wc.subject,
+            part=PARTITION_PARTS[wc.model],
+        ),
+    output:
+        report(
+            "results/figures/{model}/variance_partition/{subject}.png",
+            category="{model}",
+            subcategory="Variance partitioning",
+            caption="../report/variance_maps.rst",
+        ),
+    log:
+        "results/logs/figures/{model}/variance_maps_{subject}.log",
+    conda:
+        "../envs/figures.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        model=lambda wc: wc.model,
+        subject=lambda wc: wc.subject,
+        parts=lambda wc: PARTITION_PARTS[wc.model],
+    script:
+        "../scripts/figure_variance_maps.py"

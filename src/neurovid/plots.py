@@ -214,3 +214,79 @@ def model_comparison_figure(
     ax.legend(fontsize=8, frameon=False)
     plotted = {model: {s: float(v) for s, v in scores.items()} for model, scores in mean_r.items()}
     save_figure(fig, path, {**dict(provenance), "plotted": plotted})
+
+
+def partition_figure(
+    means: Mapping[str, Mapping[str, float]],
+    path: PathLike,
+    provenance: Mapping[str, Any],
+    title: str = "Variance partitioning",
+) -> None:
+    """Grouped bars per subject: mean held-out unique variance of each space, and shared.
+
+    ``means`` maps subject label -> {part: mean over targets} with the parts in order
+    (``unique_<space>`` ..., ``shared``: :func:`neurovid.partition.partition_parts`).
+    The plotted values go into the PNG's provenance (``plotted``).
+    """
+    subjects = list(means)
+    parts = list(dict.fromkeys(p for values in means.values() for p in values))
+    width = 0.8 / max(len(parts), 1)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(subjects) * max(len(parts), 2)), 4))
+    for j, part in enumerate(parts):
+        xs = [i for i, s in enumerate(subjects) if part in means[s]]
+        values = [float(means[subjects[i]][part]) for i in xs]
+        bars = ax.bar(
+            np.asarray(xs) + (j - (len(parts) - 1) / 2) * width,
+            values,
+            width,
+            label=f"unique: {part.removeprefix('unique_')}" if part != "shared" else "shared",
+            color="0.6" if part == "shared" else f"C{j}",
+        )
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
+    ax.axhline(0, color="k", linewidth=0.8)
+    ax.set_xticks(range(len(subjects)), subjects, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("mean held-out R² (unique per space, shared)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, frameon=False)
+    plotted = {s: {p: float(v) for p, v in values.items()} for s, values in means.items()}
+    save_figure(fig, path, {**dict(provenance), "plotted": plotted})
+
+
+def partition_maps_figure(
+    images: Mapping[str, Any], path: PathLike, title: str, provenance: Mapping[str, Any]
+) -> None:
+    """Glass brains of a subject's variance partition, one row per part (``images``:
+    label -> volume), on one colour scale: positive values from the smallest shown
+    to the 99th percentile of all parts (negative held-out shares are not drawn)."""
+    import nibabel as nib
+    from nilearn import plotting
+
+    shown = {}
+    for label, img in images.items():
+        values = np.nan_to_num(np.asarray(img.get_fdata(), dtype=np.float32))
+        shown[label] = nib.Nifti1Image(np.clip(values, 0, None), img.affine)
+    positive = np.concatenate(
+        [np.asarray(img.get_fdata()).ravel() for img in shown.values()] or [np.zeros(1)]
+    )
+    positive = positive[positive > 0]
+    vmax = float(np.percentile(positive, 99)) if positive.size else 1.0
+    threshold = min(0.01, vmax / 2)  # shares of R² below 1% are left blank
+    fig = plt.figure(figsize=(9, 3.2 * len(shown)))
+    for row, (label, img) in enumerate(shown.items()):
+        axes = fig.add_axes((0.0, 1 - (row + 1) / len(shown), 1.0, 1 / len(shown) * 0.92))
+        plotting.plot_glass_brain(
+            img,
+            display_mode="lyrz",
+            colorbar=True,
+            plot_abs=False,
+            threshold=threshold,
+            vmin=0,
+            vmax=max(vmax, threshold * 1.01),
+            symmetric_cbar=False,
+            cmap="hot",
+            figure=fig,
+            axes=axes,
+            title=label,
+        )
+    fig.suptitle(title, y=1.02)
+    save_figure(fig, path, {**dict(provenance), "vmax": vmax, "threshold": threshold})

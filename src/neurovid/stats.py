@@ -130,8 +130,11 @@ def _image(volume: np.ndarray, affine: np.ndarray, dtype: Any = np.float32) -> n
     return img
 
 
-def scores_to_images(scores_h5: io.PathLike) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
-    """Volumes of held-out r and R² from an fMRI ``scores.h5``, NaN outside the mask.
+def scores_to_images(
+    scores_h5: io.PathLike, datasets: Sequence[str] = ("r", "r2")
+) -> tuple[nib.Nifti1Image, ...]:
+    """Volumes of per-voxel ``datasets`` of an fMRI ``scores.h5`` (held-out r and R² by
+    default; e.g. ``unique_<space>`` of a partitioned model), NaN outside the mask.
 
     NaN means "no score for this subject here" (outside its mask, or a
     constant voxel inside it), so :func:`group_test` treats the subject as
@@ -141,28 +144,28 @@ def scores_to_images(scores_h5: io.PathLike) -> tuple[nib.Nifti1Image, nib.Nifti
         InputError: the file has no ``mask``/``affine``/``voxel_ijk`` (not fMRI).
     """
     with h5py.File(scores_h5, "r") as h5:
-        missing = [k for k in ("r", "r2", "mask", "affine", "voxel_ijk") if k not in h5]
+        missing = [k for k in (*datasets, "mask", "affine", "voxel_ijk") if k not in h5]
         if missing:
             raise InputError(
                 scores_h5,
                 f"dataset(s) {', '.join(missing)} missing; score maps need an fMRI scores file (with mask, affine and voxel_ijk).",
                 "only request r.nii.gz for fMRI subjects.",
             )
-        r, r2 = h5["r"][...], h5["r2"][...]
+        values = [h5[k][...] for k in datasets]
         mask, affine, ijk = h5["mask"][...], h5["affine"][...], h5["voxel_ijk"][...]
-    if ijk.shape != (len(r), 3):
-        raise InputError(
-            scores_h5,
-            f"voxel_ijk has shape {ijk.shape} for {len(r)} targets.",
-            "re-run the encode step.",
-            field="voxel_ijk",
-        )
     images = []
-    for values in (r, r2):
+    for name, per_voxel in zip(datasets, values, strict=True):
+        if ijk.shape != (len(per_voxel), 3):
+            raise InputError(
+                scores_h5,
+                f"voxel_ijk has shape {ijk.shape} for {len(per_voxel)} targets of {name}.",
+                "re-run the encode step.",
+                field="voxel_ijk",
+            )
         volume = np.full(mask.shape, np.nan, dtype=np.float32)
-        volume[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = values
+        volume[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = per_voxel
         images.append(_image(volume, affine))
-    return images[0], images[1]
+    return tuple(images)
 
 
 # --------------------------------------------------------------------------- group test
