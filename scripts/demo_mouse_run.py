@@ -1,4 +1,4 @@
-"""One simulated mouse run (spikes or calcium) of the demo -> results/demo/mice/{recording}.tsv (+ .truth.h5)."""
+"""One simulated mouse run (spikes or calcium) of the demo as a table -> results/demo/mice/{recording}.tsv (+ .truth.h5)."""
 
 from neurovid import io
 from neurovid.demo import responses
@@ -6,16 +6,11 @@ from neurovid.logs import script_logger
 
 log = script_logger(snakemake, "demo_mouse_run")
 p = snakemake.params
-events, feature_sets = responses.features_by_video(p.timeline, list(snakemake.input.features))
-truth = responses.read_truth(snakemake.input.truth)
-if truth["modality"] != p.modality:
-    raise ValueError(
-        f"truth {snakemake.input.truth} is {truth['modality']}, recording is {p.modality}"
-    )
-table, run_truth = responses.simulate_mouse_run(
-    events,
-    feature_sets,
-    truth,
+events, _, table, run_truth = responses.simulate_mouse_files(
+    p.timeline,
+    list(snakemake.input.features),
+    snakemake.input.truth,
+    modality=p.modality,
     sampling_rate=float(p.sampling_rate),
     tail_s=float(p.tail_s),
     seed=list(p.seed),

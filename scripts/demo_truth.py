@@ -24,11 +24,14 @@ if p.modality == "fmri":
         len(datasets["baseline"]),
     )
 else:
-    datasets, attrs = responses.make_mouse_truth(features, seed, modality=p.modality)
+    datasets, attrs = responses.make_mouse_truth(
+        features, seed, modality=p.modality, running_share=float(p.running_share)
+    )
     log.info("%s: %d %s neurons", p.subject, len(datasets["mixing"]), p.modality)
 attrs["subject"] = p.subject
-attrs["provenance"] = io.provenance(
-    "demo_truth", {"subject": p.subject, "modality": p.modality, "seed": seed}, inputs, ("nilearn",)
-)
+params = {"subject": p.subject, "modality": p.modality, "seed": seed}
+if p.modality != "fmri":
+    params["running_share"] = float(p.running_share)
+attrs["provenance"] = io.provenance("demo_truth", params, inputs, ("nilearn",))
 io.write_h5(snakemake.output[0], datasets, attrs, compression="gzip")
 log.info("wrote %s", snakemake.output[0])

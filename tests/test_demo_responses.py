@@ -191,13 +191,31 @@ def test_fmri_demo_scripts_chain_into_ingest(tmp_path: Path, feature_files) -> N
     params = {"subject": "sub-01", "modality": "fmri", "seed": [1, "sub-01"]}
     inputs = {"features": feature_files["A"], "roi": [roi]}
     run_script("demo_truth", tmp_path, input=inputs, output={"t": truth}, params=params)
-    bold = tmp_path / "fmri" / "sub-01_run-1.nii.gz"
+    func = tmp_path / "fmriprep" / "sub-01" / "func"
+    bold = func / "sub-01_task-movie_run-1_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"
     run_script(
         "demo_fmri_run",
         tmp_path,
         input={"features": [feature_files["C"]], "truth": truth, "roi": roi},
-        output={"bold": str(bold), "truth": str(tmp_path / "fmri" / "sub-01_run-1.truth.h5")},
-        params={"timeline": [["C", 0.0]], "tr": 2.0, "tail_s": 8, "seed": [1, "sub-01_run-1"]},
+        output={
+            "bold": str(bold),
+            "sidecar": str(
+                func / "sub-01_task-movie_run-1_space-MNI152NLin2009cAsym_desc-preproc_bold.json"
+            ),
+            "confounds": str(func / "sub-01_task-movie_run-1_desc-confounds_timeseries.tsv"),
+            "confounds_sidecar": str(
+                func / "sub-01_task-movie_run-1_desc-confounds_timeseries.json"
+            ),
+            "truth": str(tmp_path / "fmri" / "sub-01_run-1.truth.h5"),
+        },
+        params={
+            "recording": "sub-01_task-movie_run-1",
+            "timeline": [["C", 0.0]],
+            "tr": 2.0,
+            "tail_s": 8,
+            "seed": [1, "sub-01_run-1"],
+            "artefacts": {"drift_sd": 0, "motion_sd": 0, "jumps": 0, "spike_sd": 0},
+        },
     )
     img = nib.load(bold)
     assert img.shape[3] == 21 and img.header.get_zooms()[3] == 2.0
@@ -234,7 +252,12 @@ def test_mouse_demo_scripts(tmp_path: Path, feature_files) -> None:
         tmp_path,
         input={"features": feature_files["A"], "roi": []},
         output={"t": truth},
-        params={"subject": "mouse-2", "modality": "calcium", "seed": [1, "mouse-2"]},
+        params={
+            "subject": "mouse-2",
+            "modality": "calcium",
+            "seed": [1, "mouse-2"],
+            "running_share": 0.0,
+        },
     )
     table = tmp_path / "mice" / "mouse-2_run-1.tsv"
     outputs = {"table": str(table), "truth": str(tmp_path / "mice" / "mouse-2_run-1.truth.h5")}

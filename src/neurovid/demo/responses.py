@@ -29,12 +29,38 @@ fMRI (4 subjects, MNI space, 3 mm)
     ~1000 baseline) present in every brain voxel. Non-ROI voxels are noise
     only; outside the brain the image is 0.
 
+fMRI artefacts (:class:`FmriArtefacts`, sizes in units of each voxel's noise SD)
+    Added to every brain voxel, with the truth kept per run:
+
+    * scanner drift: a voxel-specific mix (a shared direction plus a voxel's own)
+      of the slowest cosines of the run (the 128 s high-pass basis,
+      :func:`neurovid.demo.fmriprep.cosine_basis`), SD ``drift_sd`` x U(0.67, 1.33)
+      (3-6 noise SDs, 1.5-4 times the ROI signal's SD);
+    * head motion (:func:`simulate_motion`): six parameters (mm, radians), a slow
+      random walk plus ``jumps`` sudden nods (mostly ``trans_z`` / ``rot_x``, FD
+      0.9-1.7 mm, at least 12 volumes apart). Its effect on a voxel is a
+      voxel-specific linear mix of the 24-parameter expansion (parameters,
+      derivatives, squares), SD ``motion_sd`` x U(0.5, 1.5): regressing the
+      written confounds removes it exactly;
+    * spike artefacts: at each jump volume a voxel-specific intensity change (SD
+      ``spike_sd``) that no motion regressor explains (the jumps share one
+      direction, so the derivative columns span only part of them): censoring the
+      high-FD volumes removes them.
+
+    The run's truth keeps the clean ROI ``signal``, the ``motion``, the
+    ``jump_volumes`` and the ROI's summed ``artefact``; the fMRIPrep confounds are
+    computed from the written image (:mod:`neurovid.demo.fmriprep`).
+
 Mice (spikes, calcium; 50 neurons each)
     A linear-nonlinear model at the recording rate: the drive, scaled to unit
     SD over the run's stimulus time, gives ``rate = rate_hz * softplus(gain *
     drive(t - latency) + bias) / softplus(bias)`` (latency 0.05-0.15 s),
     Poisson spike counts per bin; calcium is the counts convolved with an
     exponential kernel (``tau`` 0.3-0.5 s) in dF/F units plus Gaussian noise.
+    Every run also simulates the mouse's running speed (:func:`running_speed`,
+    cm/s: rest and running bouts); a ``running_share`` of the neurons (0 by
+    default, fixed per mouse in its truth: ``running_driven``) takes its drive
+    from the running speed instead of the stimulus.
 
 Per-run truth files hold the noise-free expected response, so the noise
 ceiling of a target is ``corr(expected, observed)`` on a held-out run
@@ -48,6 +74,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +96,33 @@ BOLD_NOISE_PERCENT = 1.0  # noise SD as % of baseline (per voxel, +-20%)
 FMRI_SNR_CENTRE = 2.0  # signal SD / noise SD at the ROI centres ...
 FMRI_SNR_EDGE = 1.4  # ... falling linearly to this at the ROI's edge
 NOISE_AR1 = 0.3  # lag-1 autocorrelation of the BOLD noise
+#: Direction of the sudden head movements (a nod): trans x, y, z (mm), rot x, y, z (rad).
+NOD = np.array([0.1, 0.3, 1.0, 0.008, 0.001, 0.001])
+JUMP_MARGIN = 10  # volumes kept free of jumps at each end of a run
+RUNNING_SPEED_CM_S = (10.0, 30.0)  # range of a running bout's mean speed
+
+
+@dataclass(frozen=True)
+class FmriArtefacts:
+    """Artefacts of the simulated BOLD; sizes in units of each voxel's noise SD (0 = off).
+
+    ``drift_sd``: slow scanner drift; ``motion_sd``: head-motion effect (linear in
+    the 24 motion parameters); ``jumps``: sudden head movements per run (each with a
+    spike artefact of SD ``spike_sd`` on its volume).
+    """
+
+    drift_sd: float = 4.5
+    motion_sd: float = 2.0
+    jumps: int = 4
+    spike_sd: float = 8.0
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any] | None) -> FmriArtefacts:
+        """From config ``demo: artefacts`` (missing keys keep the defaults)."""
+        return cls(**{k: v for k, v in (section or {}).items() if k in cls.__dataclass_fields__})
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 # --------------------------------------------------------------------------- seeds
@@ -227,16 +281,22 @@ def make_mouse_truth(
     modality: str,
     n_neurons: int = 50,
     n_patterns: int = 4,
+    running_share: float = 0.0,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """One mouse's ground truth (LN model per neuron): (datasets, attrs).
 
     Datasets: ``feature_mean`` [D], ``patterns`` [K, D], ``mixing`` [N, K],
     ``rate_hz`` [N] (rate at zero drive), ``gain``, ``bias`` [N], ``latency_s``
-    [N] (0.05-0.15 s, inside the spike delays 0-0.2 s); calcium adds ``tau_s``,
-    ``dff_per_spike`` and ``noise_sd`` [N].
+    [N] (0.05-0.15 s, inside the spike delays 0-0.2 s), ``running_driven`` [N]
+    (uint8: 1 for the ``round(running_share * N)`` neurons, drawn at random, whose
+    drive is the running speed instead of the stimulus); calcium adds ``tau_s``,
+    ``dff_per_spike`` and ``noise_sd`` [N]. The other draws do not depend on
+    ``running_share``.
     """
     if modality not in ("spikes", "calcium"):
         raise ValueError(f"mouse modality must be spikes or calcium, not {modality!r}")
+    if not 0.0 <= running_share <= 1.0:
+        raise ValueError(f"running_share must lie in [0, 1], not {running_share}")
     mean, scale = feature_stats(features)
     gen = rng(seed, "neurons")
     datasets: dict[str, np.ndarray] = {
@@ -248,6 +308,10 @@ def make_mouse_truth(
         "bias": gen.uniform(0.5, 1.5, n_neurons).astype(np.float32),
         "latency_s": gen.uniform(0.05, 0.15, n_neurons).astype(np.float32),
     }
+    driven = np.zeros(n_neurons, dtype=np.uint8)
+    driven[
+        rng(seed, "running_neurons").permutation(n_neurons)[: round(running_share * n_neurons)]
+    ] = 1
     if modality == "calcium":
         datasets["tau_s"] = gen.uniform(0.3, 0.5, n_neurons).astype(np.float32)
         datasets["dff_per_spike"] = gen.uniform(0.05, 0.15, n_neurons).astype(np.float32)
@@ -259,8 +323,10 @@ def make_mouse_truth(
         "feature_scale": scale,
         "n_patterns": n_patterns,
         "model": "rate = rate_hz * softplus(gain * drive(t - latency) + bias) / softplus(bias)",
+        "running_share": float(running_share),
         "seed": seed,
     }
+    datasets["running_driven"] = driven
     return datasets, attrs
 
 
@@ -355,6 +421,77 @@ def ar1_noise(gen: np.random.Generator, shape: tuple[int, int], rho: float) -> n
     return signal.lfilter([c], [1.0, -rho], z, axis=0, zi=zi)[0]
 
 
+def simulate_motion(
+    n_volumes: int, gen: np.random.Generator, jumps: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
+    """Head motion of one run: (parameters [T, 6], jump volumes [K]).
+
+    Columns ``trans_x, trans_y, trans_z`` (mm) and ``rot_x, rot_y, rot_z``
+    (radians), fMRIPrep's order. Rigid head motion has few modes, so:
+
+    * a slow random walk (AR(1) velocity, rho 0.9; ~0.3 mm after 128 volumes)
+      along one random direction per run (the head settling into the cushion);
+    * ``jumps`` sudden nods ``a * NOD`` (``a`` 0.5-0.9 of either sign): the head is
+      displaced during volume ``v`` and back at ``v + 1``, so FD is 0.9-1.7 mm at
+      ``v`` and ``v + 1``; volumes at least 12 apart and ``JUMP_MARGIN`` from the
+      run's ends (fewer in a short run);
+    * small independent jitter of every parameter (0.01 mm, 0.0001 rad: estimation
+      noise and breathing), FD well under 0.2 mm.
+    """
+    scale = np.array([1.0] * 3 + [0.01] * 3)  # 1 mm ~ 0.01 rad (50 mm radius: 0.5 mm)
+    direction = gen.standard_normal(6) * scale
+    direction /= np.linalg.norm(direction[:3]) + 50 * np.linalg.norm(direction[3:])
+    velocity = signal.lfilter([0.0022], [1.0, -0.9], gen.standard_normal(n_volumes))
+    motion = np.cumsum(velocity)[:, None] * direction
+    motion += gen.standard_normal((n_volumes, 6)) * 0.01 * scale
+    span = n_volumes - 2 * JUMP_MARGIN
+    k = max(0, min(int(jumps), span // 24))
+    volumes = np.zeros(0, dtype=np.int64)
+    if k:
+        width = span / k  # one jump in the middle half of each of k equal segments
+        start = JUMP_MARGIN + width * np.arange(k)
+        volumes = (start + width * gen.uniform(0.25, 0.75, k)).astype(np.int64)
+        for volume in volumes:
+            motion[volume] += gen.uniform(0.5, 0.9) * gen.choice([-1.0, 1.0]) * NOD
+    return motion, volumes
+
+
+def _artefacts(
+    n_volumes: int,
+    tr: float,
+    noise_sd: np.ndarray,
+    artefacts: FmriArtefacts,
+    seed: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(artefact [T, B] added to the B brain voxels, motion [T, 6], jump volumes [K])."""
+    from neurovid.demo.fmriprep import cosine_basis, motion_expansion
+
+    n_voxels = len(noise_sd)
+    total = np.zeros((n_volumes, n_voxels))
+    motion, jumps = simulate_motion(n_volumes, rng(seed, "motion"), artefacts.jumps)
+    if artefacts.drift_sd > 0:
+        basis = cosine_basis(n_volumes, tr)
+        if basis.shape[1] == 0:  # a run shorter than the high-pass period: the slowest cosine
+            basis = cosine_basis(n_volumes, tr, high_pass_s=2 * n_volumes * tr)
+        basis = _unit_sd(basis, np.ones(n_volumes))
+        gen = rng(seed, "drift")
+        coef = gen.standard_normal(basis.shape[1]) + gen.standard_normal((n_voxels, basis.shape[1]))
+        coef /= np.linalg.norm(coef, axis=1, keepdims=True)
+        coef *= (artefacts.drift_sd * gen.uniform(0.67, 1.33, n_voxels) * noise_sd)[:, None]
+        total += basis @ coef.T
+    if artefacts.motion_sd > 0:
+        gen = rng(seed, "motion_mix")
+        x = _unit_sd(motion_expansion(motion), np.ones(n_volumes))
+        effect = _unit_sd(x @ gen.standard_normal((x.shape[1], n_voxels)), np.ones(n_volumes))
+        total += effect * (artefacts.motion_sd * gen.uniform(0.5, 1.5, n_voxels) * noise_sd)
+    if artefacts.spike_sd > 0 and len(jumps):
+        gen = rng(seed, "spikes")
+        for lag, share in ((0, 1.0), (1, 0.5)):  # the moved volume, then its spin history
+            spikes = gen.standard_normal((len(jumps), n_voxels)) * share * artefacts.spike_sd
+            total[jumps + lag] += spikes * noise_sd
+    return total, motion, jumps
+
+
 def simulate_fmri_run(
     events: Sequence[StimulusEvent],
     feature_sets: Mapping[str, FeatureSet],
@@ -363,6 +500,7 @@ def simulate_fmri_run(
     tr: float,
     tail_s: float,
     seed: Any,
+    artefacts: FmriArtefacts | None = None,
 ) -> tuple[nib.Nifti1Image, dict[str, np.ndarray]]:
     """Simulate one BOLD run: (4-D int16 NIfTI image, per-run truth datasets).
 
@@ -370,7 +508,10 @@ def simulate_fmri_run(
     back from its HDF5 file). The run has ``ceil((timeline end + tail_s) /
     tr)`` volumes; volume ``i`` is the mean over ``[i * tr, (i + 1) * tr)``.
     Per-run truth: ``signal`` [T, R] (noise-free ROI signal, baseline
-    removed), ``times`` [T], ``roi_ijk``, ``noise_sd`` [R].
+    removed), ``times`` [T], ``roi_ijk``, ``noise_sd`` [R], and with
+    ``artefacts`` (None: a clean run, the same bytes as without them) the head
+    ``motion`` [T, 6] (mm, radians), the ``jump_volumes`` and the summed
+    ``artefact`` [T, R] in the ROI (drift + motion effect + spikes).
     """
     from nilearn.glm.first_level import glover_hrf
 
@@ -386,12 +527,23 @@ def simulate_fmri_run(
     roi_signal *= np.asarray(truth["snr"])[None, :] * np.asarray(truth["roi_noise_sd"])[None, :]
 
     brain = np.asarray(truth["brain_mask"]) > 0
+    noise_sd = np.asarray(truth["noise_sd"], np.float64)
     noise = ar1_noise(rng(seed, "noise"), (n_vols, int(brain.sum())), NOISE_AR1)
-    values = np.asarray(truth["baseline"], np.float64) + noise * np.asarray(truth["noise_sd"])
+    values = np.asarray(truth["baseline"], np.float64) + noise * noise_sd
     position = np.full(brain.shape, -1, dtype=np.int64)
     position[brain] = np.arange(int(brain.sum()))
     roi_ijk = np.asarray(truth["roi_ijk"])
-    values[:, position[tuple(roi_ijk.T)]] += roi_signal
+    roi_columns = position[tuple(roi_ijk.T)]
+    values[:, roi_columns] += roi_signal
+    extra: dict[str, np.ndarray] = {}
+    if artefacts is not None:
+        artefact, motion, jumps = _artefacts(n_vols, tr, noise_sd, artefacts, seed)
+        values += artefact
+        extra = {
+            "motion": motion,
+            "jump_volumes": jumps,
+            "artefact": artefact[:, roi_columns].astype(np.float32),
+        }
     data = np.zeros((*brain.shape, n_vols), dtype=np.int16)
     data[brain] = np.clip(np.rint(values.T), -32768, 32767).astype(np.int16)
     img = nib.Nifti1Image(data, np.asarray(truth["affine"]))
@@ -405,8 +557,30 @@ def simulate_fmri_run(
         "roi_ijk": roi_ijk.astype(np.int32),
         "noise_sd": np.asarray(truth["roi_noise_sd"], np.float32),
         "stimulus_share": on.astype(np.float32),
+        **extra,
     }
     return img, run_truth
+
+
+def running_speed(n_samples: int, sampling_rate: float, gen: np.random.Generator) -> np.ndarray:
+    """A mouse's running speed (cm/s) [T]: rest and running bouts.
+
+    Bouts alternate (rest ~ exponential, mean 8 s; running mean 4 s; the first
+    state at random); a running bout's speed is U(10, 30) cm/s; the trace is
+    smoothed (0.5 s time constant, acceleration) and carries small positive
+    noise (treadmill jitter); never negative.
+    """
+    target = np.zeros(n_samples)
+    t, running = 0, bool(gen.random() < 0.4)
+    while t < n_samples:
+        length = max(1, int(round(gen.exponential(4.0 if running else 8.0) * sampling_rate)))
+        if running:
+            target[t : t + length] = gen.uniform(*RUNNING_SPEED_CM_S)
+        t += length
+        running = not running
+    alpha = 1.0 - math.exp(-1.0 / (0.5 * sampling_rate))
+    speed = signal.lfilter([alpha], [1.0, alpha - 1.0], target, zi=[target[0] * (1 - alpha)])[0]
+    return np.clip(speed + np.abs(gen.normal(0.0, 0.3, n_samples)), 0.0, None)
 
 
 def simulate_mouse_run(
@@ -421,7 +595,11 @@ def simulate_mouse_run(
     """Simulate one mouse run: (wide table ``time`` + ``neuron_NNN``, per-run truth).
 
     Per-run truth: ``expected`` [T, N] (E[count per bin] for spikes,
-    ``kernel * E[count]`` in dF/F for calcium), ``rate_hz`` [T, N], ``times``.
+    ``kernel * E[count]`` in dF/F for calcium), ``rate_hz`` [T, N], ``times``,
+    ``running_speed`` [T] (cm/s, :func:`running_speed`; its own random stream, so
+    the neurons' draws are the same with or without it). Neurons marked
+    ``running_driven`` in the truth take the running speed (unit SD over the run)
+    as their drive.
     """
     modality = str(truth["modality"])
     n_samples = _n_samples(events, feature_sets, 1.0 / sampling_rate, tail_s)
@@ -429,6 +607,10 @@ def simulate_mouse_run(
     latent, covered = _drive(events, feature_sets, truth, 1.0 / sampling_rate, n_samples)
     drive = _unit_sd(latent @ np.asarray(truth["mixing"], np.float64).T, covered)
     n_neurons = drive.shape[1]
+    speed = running_speed(n_samples, sampling_rate, rng(seed, "running"))
+    driven = np.asarray(truth.get("running_driven", np.zeros(n_neurons)), bool)
+    if driven.any():
+        drive[:, driven] = _unit_sd(speed[:, None], np.ones(n_samples))
     lag = np.rint(np.asarray(truth["latency_s"]) * sampling_rate).astype(int)
     shifted = np.zeros_like(drive)
     for n, k in enumerate(lag):
@@ -461,6 +643,7 @@ def simulate_mouse_run(
         "rate_hz": rate_hz.astype(np.float32),
         "times": times,
         "stimulus_share": covered.astype(np.float32),
+        "running_speed": speed.astype(np.float32),
     }
     return table, run_truth
 
@@ -507,6 +690,33 @@ def features_by_video(
         if event.video_id not in sets:
             sets[event.video_id] = read_features(path)
     return events, sets
+
+
+def simulate_mouse_files(
+    timeline: Sequence[Sequence[Any]],
+    feature_paths: Sequence[str | Path],
+    truth_path: str | Path,
+    *,
+    modality: str,
+    sampling_rate: float,
+    tail_s: float,
+    seed: Any,
+) -> tuple[list[StimulusEvent], dict[str, FeatureSet], pd.DataFrame, dict[str, np.ndarray]]:
+    """A mouse rule's simulation from its params and inputs: (events, feature sets,
+    table, run truth) of :func:`simulate_mouse_run`; the truth must be of ``modality``."""
+    events, feature_sets = features_by_video(timeline, feature_paths)
+    truth = read_truth(truth_path)
+    if truth["modality"] != modality:
+        raise ValueError(f"truth {truth_path} is {truth['modality']}, recording is {modality}")
+    table, run_truth = simulate_mouse_run(
+        events,
+        feature_sets,
+        truth,
+        sampling_rate=float(sampling_rate),
+        tail_s=float(tail_s),
+        seed=seed,
+    )
+    return events, feature_sets, table, run_truth
 
 
 def save_nifti(img: nib.Nifti1Image, path: str | Path, provenance: Mapping[str, Any]) -> None:

@@ -172,12 +172,17 @@ def _step(sprite: _Sprite, width: int, height: int) -> None:
             sprite.pos[axis] = np.clip(sprite.pos[axis], -size / 2, limit + size / 2)
 
 
+def n_movie_frames(seconds: float, fps: float) -> int:
+    """Frames of a generated movie of ``seconds`` at ``fps`` (it lasts frames / fps)."""
+    return int(round(seconds * fps))
+
+
 def movie_frames(
     *, seconds: float, width: int, height: int, fps: float, seed: int
 ) -> Iterator[np.ndarray]:
     """Frames (uint8 [height, width, 3]) of a generated natural-like movie, one at a time."""
     rng = np.random.default_rng(seed)
-    n_frames = int(round(seconds * fps))
+    n_frames = n_movie_frames(seconds, fps)
     tex_size = 512
     # Cut times: scenes of 2-6 s.
     cuts = [0]
