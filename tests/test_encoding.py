@@ -347,7 +347,10 @@ def test_encode_script_writes_the_output_contract(tmp_path: Path) -> None:
     assert attrs["provenance"]["step"] == "encode"
 
     table = pd.read_csv(out / "scores.tsv", sep="\t")
-    assert list(table.columns) == ["target", "r", "r2", "alpha", "i", "j", "k"]
+    # Two feature spaces (me, vit) in a ridge model: partitioned by default
+    # (tests/test_variance_partitioning.py checks the values).
+    columns = ["target", "r", "r2", "alpha", "unique_me", "unique_vit", "shared", "i", "j", "k"]
+    assert list(table.columns) == columns
     # Both tables carry their provenance in a JSON sidecar, as the HDF5 files do in attrs.
     for sidecar in ("scores.json", "metrics.json"):
         meta = json.loads((out / sidecar).read_text())
