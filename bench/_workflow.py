@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -31,3 +32,14 @@ def copy_workflow(dest: Path) -> Path:
         else:
             shutil.copy2(source, dest / part)
     return dest
+
+
+DEMO_BIDS = re.compile(r"^bids:\n(?:[ #].*\n)+", re.MULTILINE)
+
+
+def without_demo_bids(config_text: str, bids: str = "null") -> str:
+    """config.yaml text whose `bids:` block (the demo's fMRI) is replaced, e.g. by null
+    for a project that brings its own sheets."""
+    text, count = DEMO_BIDS.subn(f"bids: {bids}\n", config_text)
+    assert count == 1, "config.yaml has no `bids:` block"
+    return text

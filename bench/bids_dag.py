@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests"), str(HERE.parent / "src")]
 import pandas as pd  # noqa: E402
 from _bids_dataset import make_bids  # noqa: E402
-from _workflow import copy_workflow  # noqa: E402
+from _workflow import copy_workflow, without_demo_bids  # noqa: E402
 
 from neurovid import bids  # noqa: E402
 
@@ -63,9 +63,8 @@ def main() -> None:
         config = (work / "config.yaml").read_text()
         config = config.replace("videos: demo/videos.tsv", "videos: videos.tsv")
         config = config.replace("recordings: demo/recordings.tsv", "recordings: null")
-        config = config.replace(
-            "bids: null",
-            "bids: {root: ds, derivatives: ds/derivatives/fmriprep, space: MNI152NLin2009cAsym}",
+        config = without_demo_bids(
+            config, "{root: ds, derivatives: ds/derivatives/fmriprep, space: MNI152NLin2009cAsym}"
         )
         (work / "config.yaml").write_text(config)
         start = time.perf_counter()

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _workflow import REPO, copy_workflow  # noqa: E402
+from _workflow import REPO, copy_workflow, without_demo_bids  # noqa: E402
 
 
 def main() -> None:
@@ -51,6 +51,7 @@ def main() -> None:
         config = (work / "config.yaml").read_text()
         config = config.replace("videos: demo/videos.tsv", "videos: videos.tsv")
         config = config.replace("recordings: demo/recordings.tsv", "recordings: recordings.tsv")
+        config = without_demo_bids(config)
         (work / "config.yaml").write_text(config)
 
         profiler = ["-m", "cProfile", "-o", str(args.profile.resolve())] if args.profile else []

@@ -18,9 +18,11 @@ sys.path.insert(0, SRC)
 PYTHONPATH = [SRC, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
 os.environ.update(PYTHONPATH=os.pathsep.join(dict.fromkeys(PYTHONPATH)))
 
+import neurovid.body as body
 import neurovid.sheets as sheets
 from neurovid.hardware import gpu_setting
 from neurovid.imports import code_digest
+from neurovid.partition import partition_parts, partitioned_spaces
 from neurovid.scheduler_fix import reserve_single_job_resources
 
 min_version("9.15")
@@ -61,7 +63,12 @@ def recording_sheets():
 
 RECORDINGS = sheets.combine_recordings(
     {
-        path: sheets.load_recordings(path, SCHEMAS / "recordings.schema.yaml", VIDEOS)
+        # behavior_video of kind behavior with its behavior_offset_s, behavior tables
+        path: body.check_behavior_columns(
+            sheets.load_recordings(path, SCHEMAS / "recordings.schema.yaml", VIDEOS),
+            VIDEOS,
+            path,
+        )
         for path in recording_sheets()
     }
 )
@@ -74,6 +81,13 @@ SUBJECT_MODALITY = {
     s: RECORDING_ROWS[runs[0]]["modality"] for s, runs in SUBJECT_RUNS.items()
 }
 MODELS = config["encoding"]["models"]
+# Per model, the per-target parts of its variance partition (unique_<space>..., shared;
+# none when not partitioned). Checked here: a model that cannot be partitioned but asks
+# for it stops the workflow with a message naming the setting.
+PARTITION_PARTS = {
+    model: partition_parts(partitioned_spaces(model, spec))
+    for model, spec in MODELS.items()
+}
 # Estimators fit by neurovid.deep with checkpoints (rule encode_trained), and those that
 # run on CPU only (rule encode_lasso); the others are neurovid's ridge solvers (rule encode).
 TRAINED_ESTIMATORS = ("lstm",)
@@ -313,6 +327,70 @@ def timeline_videos(recording):
     return [event.video_id for event in row["timeline"]]
 
 
+def recording_sheet(recording):
+    """The recordings sheet a row comes from, as error messages name it."""
+    row = RECORDING_ROWS[recording]
+    if config.get("bids") and isinstance(row.get("events"), str) and row["events"]:
+        return BIDS_SHEET
+    return config.get("recordings") or BIDS_SHEET
+
+
+def align_features(wildcards):
+    """Features files align places on a recording's samples: those of its stimulus
+    timeline's videos, or for a body feature space (neurovid.body) the recording's
+    behavior video's or its behavior channels' (an error naming the recording and the
+    missing column when it has none)."""
+    space, recording = wildcards.extractor, wildcards.recording
+    if body.is_body_space(space):
+        return [
+            f"results/features/{space}/{unit}.h5"
+            for unit, _ in body_events(space, recording)
+        ]
+    return expand(
+        "results/features/{extractor}/{video}.h5",
+        extractor=space,
+        video=timeline_videos(recording),
+    )
+
+
+def body_events(space, recording):
+    row = RECORDING_ROWS[recording]
+    return body.body_timeline(space, recording, row, recording_sheet(recording))
+
+
+def align_timeline(wildcards):
+    """align's events: the stimulus timeline, or a body space's one event."""
+    if body.is_body_space(wildcards.extractor):
+        return body_events(wildcards.extractor, wildcards.recording)
+    return stimulus_timeline(wildcards)
+
+
+def align_source(wildcards):
+    """Where align's events come from, as its error messages name it."""
+    if body.is_body_space(wildcards.extractor):
+        return body.body_source(
+            wildcards.extractor,
+            wildcards.recording,
+            recording_sheet(wildcards.recording),
+        )
+    return timeline_source(wildcards.recording)
+
+
+def behavior_channel_inputs(wildcards):
+    """The responses file (samples; NWB channels) and the sheet's `behavior` table."""
+    table = recording_cell(wildcards.recording, "behavior")
+    return {
+        "responses": f"results/neural/{wildcards.recording}.h5",
+        **({"table": table} if table else {}),
+    }
+
+
+def behavior_offset(recording):
+    """The sheet's behavior_offset_s of a recording, or None."""
+    value = recording_value(recording, "behavior_offset_s")
+    return None if value is None or pd.isna(value) else float(value)
+
+
 def used_extractors():
     return sorted({f for m in MODELS.values() for f in m["features"]})
 
@@ -386,6 +464,13 @@ def all_targets():
                 model=model,
                 subject=subjects,
             )
+        if subjects and PARTITION_PARTS[model]:
+            targets += [f"results/figures/{model}/variance_partition.png"]
+            targets += expand(
+                "results/figures/{model}/variance_partition/{subject}.png",
+                model=model,
+                subject=fmri_subjects(model),
+            )
         if len(fmri_subjects(model)) >= 2:
             targets += [
                 f"results/stats/{model}/summary.json",
@@ -429,8 +514,22 @@ def pose_file(wildcards):
     return sheet_value(wildcards.video, "pose") or f"results/pose/{wildcards.video}.h5"
 
 
+def pose_options(video):
+    """The sheet's `pose_source` (None: detect the format) and CalMS21 `sequence` of a video."""
+    return {k: sheet_value(video, k) for k in ("pose_source", "sequence")}
+
+
+def calms21_annotations(wildcards):
+    """The CalMS21/MABe .json a video's annotations come from (rule calms21_annotations)."""
+    return sheet_value(wildcards.video, "annotations")
+
+
 def annotations_of(video):
-    return sheet_value(video, "annotations")
+    """The annotation CSV of a video: the sheet's, or the one made from its CalMS21 .json."""
+    value = sheet_value(video, "annotations")
+    if value and str(value).lower().endswith(".json"):
+        return f"results/behavior/annotations/{video}.csv"
+    return value
 
 
 def local_model(model):
@@ -502,6 +601,7 @@ def behavior_targets():
         figure=["ethogram", "trajectory", "speed", "segments"],
     )
     targets.append("results/figures/behavior/confusion.png")
+    targets += expand("results/nwb/{video}.nwb", video=videos)
     if held_out_videos():
         targets.append("results/behavior/evaluation.tsv")
     return targets

@@ -1,4 +1,5 @@
-"""Encoding model of one subject: PCA -> FIR delays -> ridge/LASSO, leave-one-run-out CV."""
+"""Encoding model of one subject: PCA -> FIR delays -> ridge/LASSO, leave-one-run-out CV
+(plus each feature space's unique variance when the model is partitioned)."""
 
 from pathlib import Path
 
@@ -12,8 +13,9 @@ from neurovid.encoding import (
     output_paths,
     write_outputs,
 )
-from neurovid.io import provenance
+from neurovid.io import provenance, repeat_keys
 from neurovid.logs import script_logger
+from neurovid.partition import partitioned_spaces
 
 log = script_logger(snakemake, "encode")
 model, params = snakemake.params.model, snakemake.params
@@ -41,11 +43,13 @@ result = encode_subject(
     delays=delays,
     n_jobs=snakemake.threads,
     max_iter=int(model.get("max_iter", LASSO_MAX_ITER)),
-    stimuli=list(params.stimuli),
+    stimuli=repeat_keys(list(params.stimuli), list(snakemake.input.responses)),
     bands=data.bands,
     n_iter=int(model.get("n_iter", BANDED_N_ITER)),
     seed=int(params.seed),
     log=log,
+    variance_partitioning=bool(partitioned_spaces(params.model_name, model)),
+    censored=data.censored,
 )
 log.info("%s", describe(result))
 settings = {
@@ -58,6 +62,8 @@ attrs = {
     "model": params.model_name,
     "subject": params.subject,
     "delays_s": list(params.delays),
+    # fMRI volumes censored at ingest, per run: left out of every fit and score
+    "censored_volumes": data.censored_counts,
     "alphas": list(model["alphas"]),
     "provenance": provenance(
         "encode", {**settings, "model": model}, inputs, ("scikit-learn", "threadpoolctl")

@@ -9,7 +9,7 @@ import torch
 from neurovid.align import delay_samples
 from neurovid.deep.lstm import LSTMConfig, LSTMTrainer
 from neurovid.encoding import describe, encode_subject, load_subject, output_paths, write_outputs
-from neurovid.io import provenance
+from neurovid.io import provenance, repeat_keys
 from neurovid.logs import script_logger
 
 log = script_logger(snakemake, "encode_trained")
@@ -49,11 +49,12 @@ result = encode_subject(
     pca_variance=float(model["pca_variance"]),
     delays=delays,
     n_jobs=snakemake.threads,
-    stimuli=list(params.stimuli),
+    stimuli=repeat_keys(list(params.stimuli), list(snakemake.input.responses)),
     seed=int(params.seed),
     log=log,
     trainer=LSTMTrainer(config),
     train_dir=partial,
+    censored=data.censored,
 )
 log.info("%s", describe(result))
 settings = {
@@ -66,6 +67,8 @@ attrs = {
     "model": params.model_name,
     "subject": params.subject,
     "delays_s": list(params.delays),
+    # fMRI volumes censored at ingest, per run: left out of every fit and score
+    "censored_volumes": data.censored_counts,
     "alphas": [],
     "provenance": provenance(
         "encode_trained", {**settings, "model": model}, inputs, ("scikit-learn", "torch")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _bids_dataset import SPACE, make_bids  # noqa: E402
@@ -150,3 +151,15 @@ def test_an_event_past_the_end_of_its_run_names_the_events_file() -> None:
         )
     assert "is 10.000 s long" in str(err.value) and "ends at 12.000 s" in str(err.value)
     assert f"Fix: check the onsets in {source}" in str(err.value)
+
+
+def test_the_demo_comes_through_the_bids_door(repo: Path) -> None:
+    config = yaml.safe_load((repo / "config.yaml").read_text())
+    videos = pd.read_csv(repo / config["videos"], sep="\t")
+    table = bids.bids_recordings(config["bids"], videos, workdir=repo)
+    assert len(table) == 12 and set(table["subject"]) == {f"sub-0{s}" for s in range(1, 5)}
+    row = table.set_index("recording_id").loc["sub-02_task-movie_run-3"]
+    assert row["stimulus"] == "gen03@0;gen04@60" and row["tr"] == 1.0
+    assert row["confounds"] == (
+        "results/demo/fmriprep/sub-02/func/sub-02_task-movie_run-3_desc-confounds_timeseries.tsv"
+    )

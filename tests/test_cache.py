@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from _workflow import copy_workflow  # noqa: E402
+from _workflow import copy_workflow, without_demo_bids  # noqa: E402
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 VIDEOS = ("v1", "v2")
@@ -69,7 +69,7 @@ def make_workflow(root: Path, stimuli: Path) -> Path:
     for old, new in edits.items():
         assert old in config, old
         config = config.replace(old, new)
-    (work / "config.yaml").write_text(config)
+    (work / "config.yaml").write_text(without_demo_bids(config))
     return work
 
 

@@ -491,7 +491,7 @@ def test_recordings_sheet_reads_the_nwb_timeline_videos(tmp_path: Path) -> None:
 
 def test_workflow_plans_ingest_and_align_of_an_nwb_recording(tmp_path: Path) -> None:
     sys.path.insert(0, str(REPO / "bench"))
-    from _workflow import copy_workflow
+    from _workflow import copy_workflow, without_demo_bids
 
     work = copy_workflow(tmp_path / "wf")
     calcium_nwb(work / "c.nwb")
@@ -503,7 +503,7 @@ def test_workflow_plans_ingest_and_align_of_an_nwb_recording(tmp_path: Path) -> 
     config = config.replace("videos: demo/videos.tsv", "videos: videos.tsv").replace(
         "recordings: demo/recordings.tsv", "recordings: recordings.tsv"
     )
-    (work / "config.yaml").write_text(config)
+    (work / "config.yaml").write_text(without_demo_bids(config))
     snakemake = str(Path(sys.executable).parent / "snakemake")
     done = subprocess.run(
         [snakemake, "--profile", "profiles/workstation", "--dry-run"]
@@ -528,3 +528,18 @@ def test_workflow_plans_ingest_and_align_of_an_nwb_recording(tmp_path: Path) -> 
         "results/features/motion_energy/A.h5",
         "results/features/motion_energy/B.h5",
     ]
+
+
+def test_nwb_runs_repeat_when_their_ingested_presentations_do(tmp_path: Path) -> None:
+    from neurovid.io import repeat_keys, write_responses
+
+    paths = []
+    for run, (first, videos) in enumerate([(12.0, "AB"), (3.0, "AB"), (3.0, "BA")]):
+        events = [{"video_id": v, "onset": first + 5 * k} for k, v in enumerate(videos)]
+        path = tmp_path / f"r{run}.h5"
+        write_responses(
+            path, np.zeros((4, 1)), np.arange(4) + 0.5, ["n0"], {"stimulus_events": events}
+        )
+        paths.append(path)
+    keys = repeat_keys(["nwb:r0", "nwb:r1", "nwb:r2", "A@0"], [*paths, paths[0]])
+    assert keys == ["nwb:A@0;B@5", "nwb:A@0;B@5", "nwb:B@0;A@5", "A@0"]

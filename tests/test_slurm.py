@@ -49,6 +49,9 @@ RUNS = {1: "bigbuckbunny@0", 2: "bikes@0", 3: "gen01@0"}
 TEST_CONFIG = {
     "videos": "ci/videos.tsv",
     "recordings": "ci/recordings.tsv",
+    # The fMRI subject comes through the BIDS door, as in the demo: SLURM jobs re-read the
+    # Snakefile and must take its runs from the sheet the main process derived.
+    "bids": {"root": "ci/bids", "derivatives": "results/demo/fmriprep", "task": "movie"},
     "demo": {"generated": {"gen01": 12}},
 }
 
@@ -61,10 +64,16 @@ def reduced_demo(dest: Path) -> Path:
         "video_id\tpath\tkind\n"
         + "".join(f"{v}\tresults/demo/stimuli/{v}.mp4\tstimulus\n" for v in VIDEOS)
     )
+    bids = work / "ci/bids"
+    (bids / "sub-01/func").mkdir(parents=True)
+    (bids / "dataset_description.json").write_text('{"Name": "ci", "BIDSVersion": "1.9.0"}')
+    (bids / "task-movie_bold.json").write_text('{"RepetitionTime": 1, "TaskName": "movie"}')
+    for run, stim in RUNS.items():
+        video, onset = stim.split("@")
+        (bids / f"sub-01/func/sub-01_task-movie_run-{run}_events.tsv").write_text(
+            f"onset\tduration\tstim_file\n{onset}\t5\t{video}.mp4\n"
+        )
     rows = [
-        f"sub-01_run-{run}\tsub-01\tfmri\tresults/demo/fmri/sub-01_run-{run}.nii.gz\t{stim}\t1\t\n"
-        for run, stim in RUNS.items()
-    ] + [
         f"mouse-1_run-{run}\tmouse-1\tspikes\tresults/demo/mice/mouse-1_run-{run}.tsv\t{stim}\t\t10\n"
         for run, stim in RUNS.items()
     ]

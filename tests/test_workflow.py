@@ -20,6 +20,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from neurovid import hardware
 from neurovid.demo.responses import noise_ceiling
@@ -27,7 +28,7 @@ from neurovid.io import read_features, read_h5, read_responses
 from neurovid.scheduler_fix import peak_reservations
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from _workflow import copy_workflow  # noqa: E402
+from _workflow import copy_workflow, without_demo_bids  # noqa: E402
 
 pytestmark = pytest.mark.workflow  # one xdist worker runs these files (tests/conftest.py)
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -113,7 +114,7 @@ def test_demo_outputs_follow_the_contracts(demo: SimpleNamespace) -> None:
     assert features.features.shape[0] == len(features.times) == 60 * 15
     assert np.all(np.diff(features.times) > 0) and features.times[-1] < features.duration <= 60.1
     assert features.attrs["extractor"] == "motion_energy" and "provenance" in features.attrs
-    responses = read_responses(demo.results / "neural/sub-01_run-1.h5")
+    responses = read_responses(demo.results / "neural/sub-01_task-movie_run-1.h5")
     assert responses.responses.shape[1] == int(responses.mask.sum()) == 64292
     assert responses.attrs["modality"] == "fmri" and responses.sampling_rate == 1.0
     table = pd.read_csv(demo.results / "encoding/me_ridge/mouse-1/scores.tsv", sep="\t")
@@ -255,7 +256,7 @@ def scratch(demo: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def demo_runs_showing(video: str) -> list[str]:
     run = {"gen01": 1, "bigbuckbunny": 1, "bikes": 2, "gen02": 2, "gen03": 3, "gen04": 3}[video]
-    return [f"{s}_run-{run}" for s in FMRI_SUBJECTS] + [f"{m}_run-{run}" for m in MICE]
+    return [f"{s}_task-movie_run-{run}" for s in FMRI_SUBJECTS] + [f"{m}_run-{run}" for m in MICE]
 
 
 MODEL_COMPARISON = ("figure_model_comparison", "results/figures/model_comparison.png")
@@ -355,7 +356,7 @@ def make_project(root: Path, videos: list[tuple[str, str]], recording: str = "v1
     config = config.replace("videos: demo/videos.tsv", "videos: videos.tsv").replace(
         "recordings: demo/recordings.tsv", "recordings: recordings.tsv"
     )
-    (work / "config.yaml").write_text(config)
+    (work / "config.yaml").write_text(without_demo_bids(config))
     return work
 
 
@@ -523,3 +524,76 @@ def test_a_run_killed_mid_job_resumes_to_the_uninterrupted_results(
     resumed = snakemake(work, target, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert (work / target).read_bytes() == uninterrupted
+
+
+@pytest.fixture(scope="module")
+def doors(demo: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A hard-linked copy of the finished demo (jobs replace files, never edit them)."""
+    work = tmp_path_factory.mktemp("doors") / "workflow"
+    shutil.copytree(demo.work, work, symlinks=True, copy_function=os.link)
+    return work
+
+
+DEMO_PLAN = {1: "bigbuckbunny@0;gen01@6", 2: "bikes@0;gen02@11", 3: "gen03@0;gen04@60"}
+
+
+def test_the_bids_door_and_a_sheet_give_the_same_features_and_scores(doors: Path) -> None:
+    # sub-01's runs once more, written by hand into a recordings sheet from the demo's plan
+    derived = pd.read_csv(doors / "results/sheets/recordings.tsv", sep="\t").set_index(
+        "recording_id"
+    )
+    rows = []
+    for run, stimulus in DEMO_PLAN.items():
+        bids_run = derived.loc[f"sub-01_task-movie_run-{run}"]
+        rows.append(
+            {"recording_id": f"sheet-01_run-{run}", "subject": "sheet-01", "modality": "fmri"}
+            | {"path": bids_run["path"], "stimulus": stimulus, "tr": 1}
+            | {"confounds": bids_run["confounds"]}
+        )
+    sheet = pd.read_csv(doors / "demo/recordings.tsv", sep="\t", dtype=str)
+    pd.concat([sheet, pd.DataFrame(rows)]).to_csv(doors / "both.tsv", sep="\t", index=False)
+    aligned = "results/aligned/motion_energy/{}.h5"
+    targets = [aligned.format(f"sheet-01_run-{run}") for run in DEMO_PLAN]
+    done = snakemake(
+        doors,
+        *targets,
+        "results/encoding/me_ridge/sheet-01/scores.h5",
+        "--config",
+        "recordings=both.tsv",
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    for run in DEMO_PLAN:
+        by_sheet = read_features(doors / aligned.format(f"sheet-01_run-{run}"))
+        by_bids = read_features(doors / aligned.format(f"sub-01_task-movie_run-{run}"))
+        np.testing.assert_array_equal(by_sheet.features, by_bids.features)
+        np.testing.assert_array_equal(by_sheet.times, by_bids.times)
+    by_sheet, _ = read_h5(doors / "results/encoding/me_ridge/sheet-01/scores.h5")
+    by_bids, _ = read_h5(doors / "results/encoding/me_ridge/sub-01/scores.h5")
+    np.testing.assert_array_equal(by_sheet["r"], by_bids["r"])
+    np.testing.assert_array_equal(by_sheet["alpha"], by_bids["alpha"])
+
+
+def test_denoising_the_demo_recovers_the_roi_better_than_z_scoring_alone(
+    doors: Path, demo: SimpleNamespace
+) -> None:
+    off = {"detrend_order": None, "high_pass_s": None, "motion": "none", "acompcor": 0}
+    off["fd_threshold_mm"] = None
+    (doors / "off.yaml").write_text(yaml.safe_dump({"neural": {"fmri": {"denoise": off}}}))
+    subjects = FMRI_SUBJECTS[:2]
+    on = {s: roi_and_scores(demo.results, s) for s in subjects}
+    targets = [f"results/encoding/me_ridge/{s}/r.nii.gz" for s in subjects]
+    done = snakemake(doors, *targets, "--configfile", "off.yaml")
+    assert done.returncode == 0, done.stderr[-4000:]
+    for subject in subjects:
+        roi, mask, r_on = on[subject]
+        _, _, r_off = roi_and_scores(doors / "results", subject)
+        on_mean, off_mean = float(r_on[roi & mask].mean()), float(r_off[roi & mask].mean())
+        print(
+            f"{subject}: ROI mean held-out r, denoised {on_mean:.3f}, not denoised {off_mean:.3f}"
+        )
+        assert on_mean > off_mean + 0.1
+    censored = json.loads((demo.results / "encoding/me_ridge/sub-01/scores.json").read_text())[
+        "censored_volumes"
+    ]
+    print(f"sub-01 censored volumes per run: {censored}")
+    assert sum(censored.values()) > 0

@@ -39,6 +39,23 @@ himalaya) and the SlowFast fMRI study:
 * **Final model**: refit on all runs (PCA, delays, per-target alpha by
   leave-one-run-out CV over all runs); its weights are what ``weights.h5``
   stores, its alphas what ``alpha`` reports.
+* **Variance partitioning** (``variance_partitioning``, ridge / banded ridge with two
+  or more feature spaces, :mod:`neurovid.partition`): the same outer folds are fit
+  again without each space (the pipeline above on the other spaces' feature columns,
+  its own PCA and nested alpha choice; a single remaining space by ridge); the
+  held-out R² of those fits gives each space's unique variance and the shared rest.
+
+Censored samples
+    fMRI volumes censored at ingest (:mod:`neurovid.denoise`: high motion,
+    non-steady-state; the responses file's ``censored``) are left out of every
+    fit and score: each run is projected and delayed whole, so a censored
+    volume's *features* (the stimulus, which motion does not corrupt) still
+    feed the delayed rows of later samples, and then the censored *rows* of
+    the run's design and responses are dropped (:func:`_kept`), before PCA,
+    feature scaling, the alpha choice, the fit, the per-run z-scoring
+    (:func:`zscore_runs`), the noise ceiling and the held-out scores. Their
+    held-out predictions are still written (predictions.h5). ``n_train`` and
+    ``n_test`` count kept samples.
 
 Constant targets
     A target whose responses are constant over all runs (zero variance, e.g. a
@@ -63,7 +80,7 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -79,6 +96,7 @@ from threadpoolctl import threadpool_limits
 from neurovid import io, scoring
 from neurovid.align import add_delays
 from neurovid.errors import InputError
+from neurovid.partition import PARTITION_ESTIMATORS, partition, partition_parts
 from neurovid.ridge import banded_ridge_cv, explainable_variance, ridge_cv, split_r2
 from neurovid.scoring import pearson_r
 
@@ -162,16 +180,23 @@ def selection_splits(
     return [(first, second), (second, first)]
 
 
-def zscore_runs(Y: np.ndarray, run_lengths: Sequence[int]) -> np.ndarray:
-    """Z-score each column within each run (constant columns become 0), as float32."""
+def zscore_runs(
+    Y: np.ndarray, run_lengths: Sequence[int], keep: np.ndarray | None = None
+) -> np.ndarray:
+    """Z-score each column within each run (constant columns become 0), as float32.
+
+    ``keep`` (bool per row of ``Y``): the mean and standard deviation come from the
+    kept rows only (censored samples do not shape the scale); every row is scaled.
+    """
     Y = np.asarray(Y, dtype=np.float64)
     out = np.empty_like(Y)
     start = 0
     for n in run_lengths:
         block = Y[start : start + n]
-        mean = block.mean(axis=0)
-        std = block.std(axis=0)
-        constant = np.ptp(block, axis=0) == 0
+        stats = block if keep is None else block[np.asarray(keep[start : start + n], bool)]
+        mean = stats.mean(axis=0)
+        std = stats.std(axis=0)
+        constant = np.ptp(stats, axis=0) == 0
         std[constant] = 1.0
         out[start : start + n] = (block - mean) / std
         out[start : start + n, constant] = 0.0
@@ -537,6 +562,25 @@ class EncodingResult:
     fold_training: list[dict[str, Any]] = field(default_factory=list)
     model_arrays: dict[str, np.ndarray] = field(default_factory=dict)  # final model's parameters
     weights_layout: str = ""  # how weights.h5 predicts, when not the linear layout
+    partition_spaces: list[str] = field(default_factory=list)  # spaces partitioned between
+    r2_without_folds: np.ndarray | None = None  # [F, k, N] held-out R² without space i
+
+    @property
+    def r2_without(self) -> np.ndarray | None:
+        """Held-out R² [k, N] of the model without each partitioned space, mean over folds."""
+        if self.r2_without_folds is None:
+            return None
+        return _nanmean(self.r2_without_folds, axis=0)
+
+    @property
+    def unique(self) -> np.ndarray | None:
+        """Unique held-out variance [k, N] of each partitioned space (:func:`neurovid.partition.partition`)."""
+        return None if self.r2_without is None else partition(self.r2, self.r2_without)[0]
+
+    @property
+    def shared(self) -> np.ndarray | None:
+        """Held-out variance [N] of the joint model that no single space explains alone."""
+        return None if self.r2_without is None else partition(self.r2, self.r2_without)[1]
 
     @property
     def r(self) -> np.ndarray:
@@ -647,8 +691,13 @@ class FeatureModel:
         """The delayed PCA scores of one run's features [T_r, D] -> [T_r, P * n_delays]."""
         return add_delays(self.pca.transform(X_run), self.delays)
 
-    def stacked(self, X_runs: Sequence[np.ndarray]) -> np.ndarray:
-        return np.concatenate([self.design(X) for X in X_runs])
+    def stacked(
+        self, X_runs: Sequence[np.ndarray], keep: Sequence[Any] | None = None
+    ) -> np.ndarray:
+        """The runs' designs stacked; ``keep``: per run, the rows kept (:func:`_kept`)."""
+        if keep is None:
+            return np.concatenate([self.design(X) for X in X_runs])
+        return np.concatenate([self.design(X)[k] for X, k in zip(X_runs, keep, strict=True)])
 
 
 def fit_feature_model(
@@ -705,6 +754,7 @@ def selection_designs(
     delays: Sequence[int],
     bands: Sequence[int] | None = None,
     models: FeatureModelCache | None = None,
+    keep: Sequence[Any] | None = None,
 ) -> list[tuple[np.ndarray, list[np.ndarray] | None]]:
     """The design (and band columns) each selection split is scored on.
 
@@ -712,13 +762,15 @@ def selection_designs(
     rows of the stacked runs only, then every run is projected and delayed on its
     own. A validation run never shapes the features it is validated with.
     ``models``: reuse the fits of rows already fit on (:class:`FeatureModelCache`).
+    ``keep``: per run, its kept (uncensored) rows; ``splits`` index the kept rows.
     """
     models = models or FeatureModelCache()
-    stacked = np.concatenate(X_runs)
+    kept = X_runs if keep is None else [X[k] for X, k in zip(X_runs, keep, strict=True)]
+    stacked = np.concatenate(kept)
     designs = []
     for train, _ in splits:
         model = models.fit(stacked[train], pca_variance, delays, bands)
-        designs.append((model.stacked(X_runs), model.spaces))
+        designs.append((model.stacked(X_runs, keep), model.spaces))
     return designs
 
 
@@ -734,17 +786,26 @@ def repeat_groups(stimuli: Sequence[str] | None, n_runs: int) -> list[list[int]]
     return scoring.repeat_groups(stimuli)
 
 
-def subject_ev(Y_runs: Sequence[np.ndarray], groups: Sequence[Sequence[int]]) -> np.ndarray | None:
+def subject_ev(
+    Y_runs: Sequence[np.ndarray],
+    groups: Sequence[Sequence[int]],
+    keep: Sequence[Any] | None = None,
+) -> np.ndarray | None:
     """Explainable variance per target from every group of repeated runs (sample-weighted
     mean over groups); None when no stimulus was repeated. Repeats that were recorded for
-    different durations are compared over their common length (they share the timeline)."""
+    different durations are compared over their common length (they share the timeline);
+    ``keep`` (per run, :func:`_kept`): only samples kept in every repeat count."""
     values, weights = [], []
     for group in groups:
         if len(group) < 2:
             continue
         n = min(len(Y_runs[i]) for i in group)
-        values.append(explainable_variance(np.stack([Y_runs[i][:n] for i in group])))
-        weights.append(n)
+        rows = np.ones(n, dtype=bool)
+        for i in group:
+            if keep is not None and not isinstance(keep[i], slice):
+                rows &= keep[i][:n]
+        values.append(explainable_variance(np.stack([Y_runs[i][:n][rows] for i in group])))
+        weights.append(int(rows.sum()))
     if not values:
         return None
     stacked = np.asarray(values)
@@ -764,6 +825,8 @@ class _Subject:
     ev: np.ndarray | None
     band_widths: list[int] | None
     band_names: list[str]
+    # per run, its kept rows (:func:`_kept`); ``lengths`` count kept rows
+    keep: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -799,9 +862,11 @@ def _prepare(
     bands: Sequence[tuple[str, int]] | None,
     estimator: str,
     log: logging.Logger,
+    censored: Sequence[np.ndarray | None] | None = None,
 ) -> _Subject:
     """Check the runs, find constant targets and the groups of repeats, estimate the ceiling."""
     n_dims, n_targets = _check_runs(runs)
+    keep = _kept(runs, censored, log)
     band_widths = None
     if estimator == "banded_ridge":
         if not bands or sum(w for _, w in bands) != n_dims:
@@ -810,7 +875,9 @@ def _prepare(
             )
         band_widths = [int(w) for _, w in bands]
     Y_runs = [np.asarray(Y, dtype=np.float32) for _, _, Y in runs]
-    constant = np.ptp(np.concatenate(Y_runs), axis=0) == 0
+    constant = (
+        np.ptp(np.concatenate([Y[k] for Y, k in zip(Y_runs, keep, strict=True)]), axis=0) == 0
+    )
     if constant.any():
         log.warning(
             "%d of %d targets are constant over all runs: not modelled, scores NaN",
@@ -828,14 +895,56 @@ def _prepare(
     return _Subject(
         runs=list(runs),
         Y_runs=Y_runs,
-        lengths=[len(Y) for Y in Y_runs],
+        lengths=[len(Y[k]) for Y, k in zip(Y_runs, keep, strict=True)],
         constant=constant,
         active=np.flatnonzero(~constant),
         groups=groups,
-        ev=subject_ev(Y_runs, groups),
+        ev=subject_ev(Y_runs, groups, keep),
         band_widths=band_widths,
         band_names=[name for name, _ in bands] if band_widths and bands else [],
+        keep=keep,
     )
+
+
+def _rows(subject: _Subject, i: int) -> Any:
+    """The rows of run ``i`` that fits and scores use (:func:`_kept`)."""
+    return subject.keep[i] if subject.keep else slice(None)
+
+
+def _kept(
+    runs: Sequence[Run], censored: Sequence[np.ndarray | None] | None, log: logging.Logger
+) -> list[Any]:
+    """Per run, the rows fits and scores use: ``slice(None)`` (all) when nothing is
+    censored, else a bool mask [T_r] without the censored samples.
+
+    Raises:
+        InputError: a censored mask does not match its run, or censors every sample.
+    """
+    if censored is None:
+        return [slice(None)] * len(runs)
+    if len(censored) != len(runs):
+        raise ValueError(f"{len(censored)} censored masks for {len(runs)} runs")
+    keep: list[Any] = []
+    for (run_id, _, Y), mask in zip(runs, censored, strict=True):
+        if mask is None or not np.asarray(mask).any():
+            keep.append(slice(None))
+            continue
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (len(Y),) or mask.all():
+            raise InputError(
+                run_id,
+                f"censored mask of shape {mask.shape} with {int(mask.sum())} censored for {len(Y)} samples.",
+                "re-run ingest for this recording (every sample censored: leave the run out).",
+                field="censored",
+            )
+        log.info(
+            "%s: %d of %d samples censored: left out of fits and scores",
+            run_id,
+            int(mask.sum()),
+            len(Y),
+        )
+        keep.append(~mask)
+    return keep
 
 
 def _fit_on_runs(
@@ -855,12 +964,14 @@ def _fit_on_runs(
     z-scored per run beforehand, the field's convention: :func:`load_subject`.)
     """
     X_runs = [subject.runs[i][1] for i in train_runs]
+    keep = [subject.keep[i] for i in train_runs] if subject.keep else None
+    X_kept = X_runs if keep is None else [X[k] for X, k in zip(X_runs, keep, strict=True)]
     inner_groups = _reindex([g for g in subject.groups if set(g) <= set(train_runs)], train_runs)
     rows = [slice(None)] * len(X_runs)
     if settings.trained:  # early stopping validates on rows the feature model must not see
-        rows = settings.trainer.training_rows([len(X) for X in X_runs], inner_groups)
+        rows = settings.trainer.training_rows([len(X) for X in X_kept], inner_groups)
     features = settings.feature_models.fit(
-        np.concatenate([X[r] for X, r in zip(X_runs, rows, strict=True)]),
+        np.concatenate([X[r] for X, r in zip(X_kept, rows, strict=True)]),
         settings.pca_variance,
         settings.delays,
         subject.band_widths,
@@ -868,9 +979,11 @@ def _fit_on_runs(
     active = subject.active
     if not active.size:
         return _Fitted(features, None)
-    Y_fit = [subject.Y_runs[i][:, active] for i in train_runs]
+    Y_fit = [subject.Y_runs[i][_rows(subject, i)][:, active] for i in train_runs]
     if settings.trained:
-        designs = [features.design(X) for X in X_runs]
+        designs = [
+            features.design(X)[_rows(subject, i)] for X, i in zip(X_runs, train_runs, strict=True)
+        ]
         fit = settings.trainer.fit(designs, Y_fit, inner_groups, out_dir, title, log)
         return _Fitted(features, fit, _training_row(fit))
     lengths = [subject.lengths[i] for i in train_runs]
@@ -888,10 +1001,11 @@ def _fit_on_runs(
         settings.delays,
         subject.band_widths,
         settings.feature_models,
+        keep,
     )
     fit = fit_estimator(
         settings.estimator,
-        features.stacked(X_runs),
+        features.stacked(X_runs, keep),
         np.concatenate(Y_fit),
         splits,
         settings.alphas,
@@ -937,7 +1051,8 @@ def _outer_fold(
         f"fold {k + 1}/{n_folds}",
         log,
     )
-    Y_train_mean = np.concatenate([subject.Y_runs[i] for i in train_runs]).mean(axis=0)
+    Y_train = [subject.Y_runs[i][_rows(subject, i)] for i in train_runs]
+    Y_train_mean = np.concatenate(Y_train).mean(axis=0)
     alpha = np.full(n_targets, np.nan)
     if fitted.fit is not None and not settings.trained:
         alpha[subject.active] = fitted.fit.alpha
@@ -983,7 +1098,9 @@ def _score_run(
     design = fitted.features.design(subject.runs[i][1]) if fitted.fit is not None else None
     if design is not None:
         pred[:, active] = fitted.fit.predict(design)
-    r, r2 = score_predictions(Y, pred)
+    kept = _rows(subject, i)  # censored samples are predicted but not scored
+    Y, scored, design = Y[kept], pred[kept], None if design is None else design[kept]
+    r, r2 = score_predictions(Y, scored)
     r[constant], r2[constant] = np.nan, np.nan
     split = None
     spaces = fitted.features.spaces
@@ -1010,6 +1127,8 @@ def encode_subject(
     log: logging.Logger | None = None,
     trainer: Any = None,
     train_dir: io.PathLike | None = None,
+    variance_partitioning: bool = False,
+    censored: Sequence[np.ndarray | None] | None = None,
 ) -> EncodingResult:
     """Fit and cross-validate one subject's encoding model (see module docstring).
 
@@ -1041,6 +1160,11 @@ def encode_subject(
             ``training`` (a TrainResult) and ``loss`` (:class:`neurovid.deep.lstm.LSTMTrainer`).
         train_dir: ``estimator: lstm``: checkpoints, metrics.csv and loss curve of
             fold ``k`` (1-based) go to ``train_dir/fold-k``, the refit's to ``train_dir/final``.
+        variance_partitioning: also fit the outer folds without each feature space of
+            ``bands`` (ridge / banded ridge, two or more spaces; :func:`_without_space_folds`),
+            for each space's unique held-out variance and the shared rest.
+        censored: per run, bool [T_r] of samples left out of every fit and score
+            (fMRI volumes censored at ingest; module docstring), or None.
 
     Raises:
         InputError: fewer than 2 runs, runs whose shapes disagree, all runs repeats of
@@ -1067,7 +1191,12 @@ def encode_subject(
             raise ValueError(f"estimator {estimator} needs a trainer and a train_dir")
         if not trainer.fir_delays:
             settings.delays = [0]  # the recurrence learns the lag from the PCA scores themselves
-    subject = _prepare(runs, stimuli, bands, estimator, log)
+    if variance_partitioning and (estimator not in PARTITION_ESTIMATORS or len(bands or ()) < 2):
+        raise ValueError(
+            f"variance partitioning needs {' or '.join(PARTITION_ESTIMATORS)} and 2+ bands, "
+            f"got {estimator} with bands {bands}"
+        )
+    subject = _prepare(runs, stimuli, bands, estimator, log, censored)
     with threadpool_limits(limits=max(1, int(n_jobs))):
         folds = [
             _outer_fold(subject, settings, k, held_out, log)
@@ -1084,12 +1213,62 @@ def encode_subject(
             len(settings.delays),
             time.perf_counter() - t0,
         )
+        without = None
+        if variance_partitioning:
+            without = _without_space_folds(subject, settings, list(bands or ()), log)
     if subject.ev is not None:
         log.info(
             "noise ceiling from repeated stimuli: mean explainable variance %.4f",
             _nan_stat(subject.ev, np.mean),
         )
-    return _result(subject, settings, folds, final)
+    result = _result(subject, settings, folds, final)
+    if without is not None:
+        result.partition_spaces = [name for name, _ in bands or ()]
+        result.r2_without_folds = without
+    return result
+
+
+def _without_space_folds(
+    subject: _Subject,
+    settings: _Settings,
+    bands: Sequence[tuple[str, int]],
+    log: logging.Logger,
+) -> np.ndarray:
+    """Held-out R² [F, k, N] of the model fit without each of the ``k`` feature spaces.
+
+    The same pipeline as the joint model (:func:`_outer_fold`: feature model and nested
+    alpha choice fit on the training runs only) on the other spaces' feature columns,
+    with the same outer folds. Banded ridge keeps a penalty per remaining space; one
+    remaining space is plain ridge (banded ridge with one space is ridge). No final
+    refit: the partition is a held-out score only.
+    """
+    starts = np.concatenate([[0], np.cumsum([w for _, w in bands])]).astype(int)
+    per_space = []
+    for b, (name, _) in enumerate(bands):
+        kept = [j for j in range(len(bands)) if j != b]
+        cols = np.concatenate([np.arange(starts[j], starts[j + 1]) for j in kept])
+        banded = settings.estimator == "banded_ridge" and len(kept) > 1
+        sub = replace(
+            subject,
+            runs=[(run[0], run[1][:, cols], *run[2:]) for run in subject.runs],
+            band_widths=[int(bands[j][1]) for j in kept] if banded else None,
+            band_names=[bands[j][0] for j in kept] if banded else [],
+        )
+        sub_settings = replace(settings, estimator="banded_ridge" if banded else "ridge")
+        t0 = time.perf_counter()
+        log.info(
+            "variance partitioning: model without %s (%s on %s)",
+            name,
+            sub_settings.estimator,
+            "+".join(bands[j][0] for j in kept),
+        )
+        folds = [
+            _outer_fold(sub, sub_settings, k, held_out, log)
+            for k, held_out in enumerate(subject.groups)
+        ]
+        log.info("variance partitioning: without %s, %.1f s", name, time.perf_counter() - t0)
+        per_space.append(np.stack([f.r2 for f in folds]))
+    return np.stack(per_space, axis=1)
 
 
 def _result(
@@ -1100,7 +1279,11 @@ def _result(
     features = final.features
     n_columns = features.pca.n_components * len(settings.delays)
     weights = np.zeros((n_columns, n_targets), dtype=np.float32)
-    intercept = np.concatenate(subject.Y_runs).mean(axis=0).astype(np.float32)
+    intercept = (
+        np.concatenate([Y[_rows(subject, i)] for i, Y in enumerate(subject.Y_runs)])
+        .mean(axis=0)
+        .astype(np.float32)
+    )
     alpha = np.full(n_targets, np.nan)
     gamma = np.full((len(subject.band_widths), n_targets), np.nan) if subject.band_widths else None
     model_arrays: dict[str, np.ndarray] = {}
@@ -1183,6 +1366,16 @@ class SubjectData:
     affine: np.ndarray | None = None
     voxel_ijk: np.ndarray | None = None
     bands: list[tuple[str, int]] = field(default_factory=list)  # (extractor, feature columns)
+    # per run, bool [T_r]: samples censored at ingest (encode_subject's ``censored``)
+    censored: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def censored_counts(self) -> dict[str, int]:
+        """Censored samples per run id (0 for runs without censoring)."""
+        return {
+            run_id: int(np.sum(c))
+            for (run_id, _, _), c in zip(self.runs, self.censored, strict=True)
+        }
 
 
 def load_subject(
@@ -1198,7 +1391,8 @@ def load_subject(
     ``feature_paths`` is ordered extractor-major (all runs of the first
     extractor, then the next: Snakemake's ``expand`` order); the extractors'
     features are concatenated column-wise per run. Responses are z-scored per
-    run when ``zscore``.
+    run when ``zscore`` (with the kept samples' mean and scale); each run's
+    ``censored`` samples (responses file) are in ``censored``.
 
     Raises:
         InputError: counts or files disagree (names the file).
@@ -1212,6 +1406,7 @@ def load_subject(
         )
     runs: list[Run] = []
     times: list[np.ndarray] = []
+    censored: list[np.ndarray] = []
     first = None
     rates: dict[str, float] = {}
     for i, (run_id, rpath) in enumerate(zip(run_ids, response_paths, strict=True)):
@@ -1249,10 +1444,11 @@ def load_subject(
         X = np.concatenate(blocks, axis=1)
         widths = [(name, block.shape[1]) for name, block in zip(extractors, blocks, strict=True)]
         Y = rs.responses.astype(np.float32)
-        if zscore:
-            Y = zscore_runs(Y, [len(Y)])
+        if zscore:  # mean and scale of the kept (uncensored) samples
+            Y = zscore_runs(Y, [len(Y)], keep=~rs.censored)
         runs.append((run_id, X, Y))
         times.append(rs.times)
+        censored.append(rs.censored)
     if len({round(r, 9) for r in rates.values()}) > 1:
         raise InputError(
             response_paths[0],
@@ -1271,6 +1467,7 @@ def load_subject(
         affine=first.affine,
         voxel_ijk=first.voxel_ijk,
         bands=widths,
+        censored=censored,
     )
 
 
@@ -1344,7 +1541,9 @@ def write_outputs(
     ``weights``; ``attrs`` (model, subject, delays_s, provenance, ...) go on
     every HDF5 file and into the JSON sidecars of the two tables
     (``scores.json``, ``metrics.json``: :func:`neurovid.io.sidecar_path`). Each
-    file is written atomically.
+    file is written atomically. A partitioned model (``result.partition_spaces``) adds
+    ``unique_<space>`` and ``shared`` per target to scores.h5 and scores.tsv, and the
+    leave-one-space-out R² (``r2_without`` [k, N]) to scores.h5.
     """
     r, r2 = result.r, result.r2
     names = np.asarray(data.target_names, dtype=str)
@@ -1367,6 +1566,14 @@ def write_outputs(
         extra["r2_split"] = result.r2_split.astype(np.float32)
         extra["gamma"] = result.gamma.astype(np.float32)
         extra_attrs["bands"] = list(result.bands)
+    partition_columns = _partition_columns(result)
+    if partition_columns:
+        extra.update(partition_columns)
+        extra["r2_without"] = result.r2_without.astype(np.float32)
+        extra_attrs["partition_spaces"] = list(result.partition_spaces)
+        extra_attrs.update(
+            {f"mean_{k}": _nan_stat(v, np.mean) for k, v in partition_columns.items()}
+        )
     io.write_h5(
         paths["scores"],
         {
@@ -1405,6 +1612,8 @@ def write_outputs(
         for b, band in enumerate(result.bands):
             table[f"r2_{band}"] = result.r2_split[b].astype(np.float32)
             table[f"gamma_{band}"] = result.gamma[b].astype(np.float32)
+    for column, values in partition_columns.items():
+        table[column] = values
     if data.voxel_ijk is not None:
         for axis, column in enumerate("ijk"):
             table[column] = np.asarray(data.voxel_ijk)[:, axis]
@@ -1476,6 +1685,15 @@ def write_outputs(
     )
 
 
+def _partition_columns(result: EncodingResult) -> dict[str, np.ndarray]:
+    """``unique_<space>`` per partitioned space, then ``shared`` (float32 per target; {} if none)."""
+    if result.unique is None:
+        return {}
+    values = [*result.unique, result.shared]
+    names = partition_parts(result.partition_spaces)
+    return {name: v.astype(np.float32) for name, v in zip(names, values, strict=True)}
+
+
 def output_paths(output: Any) -> dict[str, str]:
     """The five named outputs of the ``encode`` rule as a plain dict."""
     return {
@@ -1490,6 +1708,10 @@ def describe(result: EncodingResult) -> str:
         f"{len(result.r_folds)} folds, mean r {_nan_stat(result.r, np.mean):.4f}, "
         f"median r {_nan_stat(result.r, np.median):.4f}, "
         f"PCs per fold {result.n_components}, final {result.pca.n_components}"
+        + "".join(
+            f", mean {name} {_nan_stat(values, np.mean):.4f}"
+            for name, values in _partition_columns(result).items()
+        )
     )
 
 

@@ -437,3 +437,24 @@ def read_h5(path: PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
                 arrays[name] = dataset[...]
         attrs = read_attrs(h5)
     return arrays, attrs
+
+
+def repeat_keys(keys: list[str], response_paths: list[str | Path]) -> list[str]:
+    """The runs' stimulus keys (equal keys = repeats: held out together, noise ceiling).
+
+    A sheet timeline's key is known when the workflow starts (``video@onset;...``); an
+    NWB run's (``nwb:...``) is taken from the presentations ingest stored in its
+    responses file (``stimulus_events``): the same videos at the same times relative to
+    the first presentation. So an NWB file made by the workflow itself (the demo) gets
+    its repeats found, and its key never depends on whether the file existed when the
+    DAG was built.
+    """
+    out = []
+    for key, path in zip(keys, response_paths, strict=True):
+        if str(key).startswith("nwb:"):
+            with h5py.File(path, "r") as h5:
+                events = read_attrs(h5).get("stimulus_events") or []
+            first = events[0]["onset"] if events else 0.0
+            key = "nwb:" + ";".join(f"{e['video_id']}@{e['onset'] - first:g}" for e in events)
+        out.append(str(key))
+    return out

@@ -327,8 +327,12 @@ def _nwb_timeline(
             field="stimulus",
         )
     file_path = Path(file) if Path(file).is_absolute() else workdir / file
-    if not file_path.is_file():
-        # Made by the workflow itself (e.g. the demo): the table is read when it exists.
+    made_here = not Path(file).is_absolute() and Path(file).parts[:1] == (RESULTS_DIR,)
+    if made_here or not file_path.is_file():
+        # Made by the workflow itself (e.g. the demo): not read here even once it exists,
+        # so align's inputs (every stimulus video) and the run's stimulus key (resolved
+        # from the ingested events: neural.repeat_keys) stay the same from one invocation
+        # to the next and nothing re-runs for it.
         return name, None, f"nwb:{rec}"
     column = record.get("nwb_video_column")
     column = column if isinstance(column, str) and column.strip() else nwb.DEFAULT_VIDEO_COLUMN
