@@ -30,6 +30,26 @@ rule kinematics:
         "../scripts/kinematics.py"
 
 
+# The body feature space `kinematics` (neurovid.body): speed, acceleration and position
+# in cm per frame of the behavior video, on its clock; align places it on a recording
+# at the sheet's behavior_offset_s.
+rule kinematics_features:
+    input:
+        csv="results/kinematics/{video}.csv",
+        summary="results/kinematics/{video}.json",
+    output:
+        "results/features/kinematics/{video}.h5",
+    log:
+        "results/logs/kinematics_features/{video}.log",
+    conda:
+        "../envs/behavior.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/kinematics_features.py"
+
+
 rule calms21_annotations:
     input:
         calms21_annotations,

@@ -31,11 +31,8 @@ rule ingest:
 rule align:
     input:
         responses="results/neural/{recording}.h5",
-        features=lambda wc: expand(
-            "results/features/{extractor}/{video}.h5",
-            extractor=wc.extractor,
-            video=timeline_videos(wc.recording),
-        ),
+        # the stimulus timeline's videos; a body feature space's behavior video or channels
+        features=align_features,
     output:
         "results/aligned/{extractor}/{recording}.h5",
     log:
@@ -46,7 +43,32 @@ rule align:
         mem_mb=2000,
         runtime=10,
     params:
-        timeline=stimulus_timeline,
-        source=lambda wc: timeline_source(wc.recording),
+        timeline=align_timeline,
+        source=align_source,
+        # body feature spaces (neurovid.body) must cover every sample
+        require_cover=lambda wc: body.is_body_space(wc.extractor),
+        field=lambda wc: body.timeline_field(wc.extractor),
     script:
         "../scripts/align.py"
+
+
+# The recording's own behavior channels (NWB `nwb_behavior`, ingested into the responses
+# file, or the sheet's `behavior` table) as the body feature space `behavior_channels`,
+# on the response samples (neurovid.body; gaps filled).
+rule behavior_channels:
+    input:
+        unpack(behavior_channel_inputs),
+    output:
+        "results/features/behavior_channels/{recording}.h5",
+    log:
+        "results/logs/behavior_channels/{recording}.log",
+    conda:
+        "../envs/neural.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        offset=lambda wc: behavior_offset(wc.recording),
+        sheet=lambda wc: recording_sheet(wc.recording),
+    script:
+        "../scripts/behavior_channels.py"

@@ -1,4 +1,5 @@
-"""Features of a recording's stimulus timeline on the recording's sample times."""
+"""Features of a recording's stimulus timeline (or of its behavior: a body feature space,
+one event) on the recording's sample times."""
 
 from pathlib import Path
 
@@ -36,6 +37,10 @@ features = timeline_features(
     recording=recording,
     recording_path=snakemake.input.responses,
     source=snakemake.params.source,
+    # A body feature space (neurovid.body): one event, the behavior video at the sheet's
+    # behavior_offset_s (or the channels at 0), which must cover every sample.
+    require_cover=bool(snakemake.params.get("require_cover", False)),
+    field=snakemake.params.get("field") or "stimulus",
 )
 source = sets[videos[0]].attrs
 attrs = {

@@ -8,7 +8,10 @@ Every model goes through the same two steps:
    ``i`` covers ``[i * T, (i + 1) * T)``, and a sample's feature is the time
    integral of the displayed frames' features over its window divided by ``T``
    (linear interpolation when the features are sparser than the samples);
-   zeros where no video plays.
+   zeros where no video plays. A body feature space (:mod:`neurovid.body`: the
+   behavior video filmed during the recording, placed at its clock offset)
+   passes ``require_cover``: every sample must then lie within the video, which
+   may run past the recording's ends (it is cropped).
 2. :func:`add_delays` stacks time-shifted copies (finite impulse response),
    so a linear model can learn the response lag, e.g. the hemodynamic delay
    of fMRI, without assuming a response shape.
@@ -49,6 +52,8 @@ def timeline_features(
     recording: str = "recording",
     recording_path: str | None = None,
     source: str = "the `stimulus` column of recordings.tsv",
+    require_cover: bool = False,
+    field: str = "stimulus",
 ) -> np.ndarray:
     """Features of the videos shown during a recording, on the recording's timebase.
 
@@ -61,6 +66,10 @@ def timeline_features(
         recording, recording_path: named in error messages.
         source: where the timeline came from (a sheet's column, a BIDS events file, an
             NWB table), named in the fixes of error messages.
+        require_cover: every sample window must lie within the events' videos (a body
+            feature space: zeros would claim the animal sat still); the videos may
+            start before the recording (negative onset) and run past its end.
+        field: the sheet column the events' onsets come from, named in error messages.
 
     Returns:
         float32 array [len(target_times), D]; sample windows where no video
@@ -68,8 +77,9 @@ def timeline_features(
         share (the blank rest counts as zero features).
 
     Raises:
-        InputError: the recording ends before its last video does, videos
-            overlap, or the videos' feature dimensions differ.
+        InputError: the recording ends before its last video does (unless
+            ``require_cover``), videos overlap, the videos' feature dimensions
+            differ, or with ``require_cover`` a sample lies outside every video.
     """
     target_times = np.asarray(target_times, dtype=np.float64)
     period = sample_period(target_times, f"{recording} times")
@@ -98,18 +108,54 @@ def timeline_features(
                 where,
                 f"video {event.video_id!r} starts at {event.onset:g} s, before the previous video ends ({previous_end - start:.3f} s).",
                 f"fix the onsets in {source}.",
-                field="stimulus",
+                field=field,
             )
-        if video_end > end + TIME_TOLERANCE:
+        if video_end > end + TIME_TOLERANCE and not require_cover:
             raise InputError(
                 where,
                 f"recording {recording!r} is {end - start:.3f} s long ({len(target_times)} samples at {1 / period:g} Hz) but its stimulus timeline ends at {video_end - start:.3f} s (video {event.video_id!r} at onset {event.onset:g} s lasts {duration:.3f} s).",
                 f"check the onsets in {source}, the TR / sampling rate, and that the recording file is complete.",
-                field="stimulus",
+                field=field,
             )
         previous_end = video_end
         out += _resample_event(fs, onset, video_end, target_times, period)
+    if require_cover:
+        _check_cover(events, feature_sets, start, end, recording, where, source, field)
     return out.astype(np.float32)
+
+
+def _check_cover(
+    events: Sequence[StimulusEvent],
+    feature_sets: Mapping[str, FeatureSet],
+    start: float,
+    end: float,
+    recording: str,
+    where: str,
+    source: str,
+    field: str,
+) -> None:
+    """Raise unless the (non-overlapping) events' videos together span ``[start, end]``."""
+    spans = sorted(
+        (start + e.onset, start + e.onset + feature_sets[e.video_id].duration, e) for e in events
+    )
+    reached, gap_end = start, end
+    for lo, hi, _ in spans:
+        if lo > reached + TIME_TOLERANCE:
+            gap_end = min(lo, end)
+            break
+        reached = max(reached, hi)
+    if reached >= end - TIME_TOLERANCE:
+        return
+    shown = "; ".join(
+        f"video {e.video_id!r} at onset {e.onset:g} s lasts {hi - lo:.3f} s ({lo - start:.3f} to {hi - start:.3f} s)"
+        for lo, hi, e in spans
+    )
+    raise InputError(
+        where,
+        f"recording {recording!r} runs from 0 to {end - start:.3f} s, but {shown}: {reached - start:.3f} to {gap_end - start:.3f} s of the recording is not covered, and a body feature space must cover every sample.",
+        f"check the clock offset in {source} (the recording-clock time of the video's first frame; negative when filming started first), or give a behavior video filmed through the whole recording.",
+        field=field,
+    )
 
 
 def _resample_event(
