@@ -107,7 +107,6 @@ def run_kinematics_features(tmp_path: Path, table: pd.DataFrame) -> Path:
     summary = csv.with_suffix(".json")
     summary.write_text('{"fps": 30.0}')
     out = tmp_path / "results/features/kinematics/cam.h5"
-    smk = namedlist()
     smk = type("S", (), {})()
     smk.input = namedlist(csv=str(csv), summary=str(summary))
     smk.output = namedlist([str(out)])
