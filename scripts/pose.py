@@ -1,7 +1,10 @@
 """DeepLabCut pose of one video: results/pose/{video}.h5 and .csv, in DeepLabCut's own format.
 
-Runs in the DeepLabCut env: the conda env (--sdm conda), else it hands itself to the
-pose interpreter (.venv-pose, $NEUROVID_POSE_PYTHON; neurovid.pose.run_in_pose_env).
+The model is pose_train's trained folder (often a symlink into the shared between-workflow
+cache) or the user's project; DeepLabCut analyses a private working copy of it and never
+writes to it (neurovid.pose.analyze_video). Runs in the DeepLabCut env: the conda env
+(--sdm conda), else it hands itself to the pose interpreter (.venv-pose,
+$NEUROVID_POSE_PYTHON; neurovid.pose.run_in_pose_env).
 """
 
 import numpy as np

@@ -12,6 +12,14 @@ A DLC project is its ``config.yaml`` (``pose.project``). A trained shuffle keeps
 snapshots in ``dlc-models-pytorch/iteration-<i>/<Task><date>-trainset<pct>shuffle<n>/train/``
 as ``snapshot-<epoch>.pt`` (and ``snapshot-best-<epoch>.pt``); :func:`check_project`
 finds them with DeepLabCut's own naming and ordering rules, without importing it.
+
+A trained model (``pose_train``, :func:`store_trained_project`) is one folder that names no
+path of the workflow it was trained in: ``project_path: .`` and paths relative to the folder,
+and a ``trained.json`` marker. Snakemake's between-workflow cache can then hand it to any
+workflow, as a symlink into the shared cache. DeepLabCut edits a project's files when it
+uses one (it rewrites ``project_path`` in ``config.yaml``), so analysis never runs on a
+project in place: :func:`private_project` makes a working copy (the config files copied,
+the snapshots symlinked) that DeepLabCut may edit.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ import pandas as pd
 import yaml
 
 from neurovid.errors import InputError
-from neurovid.io import PathLike, to_json
+from neurovid.io import PathLike, file_digest, to_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +69,15 @@ SNAPSHOT_PATTERN = re.compile(r"^snapshot(-best)?-(\d+)\.pt$")
 # A from-scratch initialisation saved beside the snapshots (not matched by SNAPSHOT_PATTERN).
 SCRATCH_INIT = "scratch-init.pt"
 DETECTOR_SCRATCH_INIT = "scratch-init-detector.pt"
+# The marker pose_train writes into its trained project folder (store_trained_project).
+TRAINED_MARKER = "trained.json"
+# project_path of a relocatable project (a trained model as pose_train stores it): the
+# folder of its config.yaml, wherever that folder is.
+HERE = "."
+# Keys of DeepLabCut's YAML files whose value is a path inside the project: config.yaml
+# project_path; pytorch_config.yaml metadata.project_path / pose_config_path; pose_cfg.yaml
+# dataset. pose_train stores them relative (HERE), a working copy points them at itself.
+PATH_KEYS = ("project_path", "pose_config_path", "dataset")
 # Keys of config.yaml that locating a shuffle's model needs.
 REQUIRED_KEYS = ("Task", "date", "iteration", "TrainingFraction", "bodyparts", "project_path")
 # The DeepLabCut interpreter when the running one has no deeplabcut (pose_python).
@@ -133,6 +150,7 @@ def load_project(config_path: PathLike) -> dict[str, Any]:
     ``config_path`` may also be the project folder (its ``config.yaml`` is used).
     DeepLabCut finds everything through the file's ``project_path``, so a moved
     project whose ``project_path`` still names the old folder is rejected here.
+    ``project_path: .`` (a trained model as pose_train stores it) is the config's folder.
     """
     path = Path(config_path)
     if path.is_dir():
@@ -159,6 +177,10 @@ def load_project(config_path: PathLike) -> dict[str, Any]:
             "point `pose.project` to the config.yaml that deeplabcut.create_new_project wrote.",
             field=PROJECT_FIELD,
         )
+    if str(config["project_path"]) == HERE:
+        config["project_path"] = str(path.parent)
+        config["config_path"] = str(path)
+        return config
     declared = Path(str(config["project_path"])).expanduser()
     if not declared.is_dir() or declared.resolve() != path.parent.resolve():
         raise InputError(
@@ -175,13 +197,16 @@ def load_project(config_path: PathLike) -> dict[str, Any]:
 def project_config_of(model_input: PathLike) -> Path:
     """The project config.yaml a pose rule's ``model`` input stands for.
 
-    With training on, the input is pose_train's marker (JSON), which names the trained
-    copy's config.yaml; otherwise it is the project's config.yaml (or folder) itself.
+    With training on, the input is pose_train's trained project folder (its marker,
+    ``trained.json``, names the config); otherwise the project's config.yaml itself.
     """
     path = Path(model_input)
-    if path.suffix == ".json":
-        return Path(json.loads(path.read_text())["config"])
-    return path
+    if not path.is_dir():
+        return path
+    marker = path / TRAINED_MARKER
+    if marker.is_file():
+        return path / json.loads(marker.read_text())["config"]
+    return path / "config.yaml"
 
 
 def model_folder(config: Mapping[str, Any], shuffle: int, trainingsetindex: int = 0) -> Path:
@@ -383,6 +408,92 @@ def project_bodyparts(config: Mapping[str, Any]) -> list[str]:
     return list(config["bodyparts"])
 
 
+_PATH_LINE = re.compile(
+    rf"^(?P<lead>[ \t]*(?:{'|'.join(PATH_KEYS)}):[ \t]*)(?P<quote>['\"]?)"
+    r"(?P<value>[^'\"\n]*?)(?P=quote)[ \t]*$",
+    re.MULTILINE,
+)
+
+
+def rebase_paths(text: str, old_roots: str | Sequence[str], new_root: str) -> str:
+    """A DeepLabCut YAML file's text with its project paths moved to another root.
+
+    Only the values of :data:`PATH_KEYS` that are one of ``old_roots`` or lie under it
+    change (``old/x`` -> ``new_root/x``, the first root that fits); the rest of the file,
+    comments and order included, is kept as DeepLabCut wrote it. ``HERE`` (``.``) as the
+    new root makes the paths relative to the project folder.
+    """
+    roots = [old_roots] if isinstance(old_roots, str) else list(old_roots)
+
+    def rebase(match: re.Match[str]) -> str:
+        value = match["value"]
+        for root in roots:
+            stripped = root.rstrip("/") or "/"
+            if value in (root, stripped):
+                moved = new_root
+            elif value.startswith(f"{stripped}/"):
+                moved = new_root.rstrip("/") + value[len(stripped) :]
+            else:
+                continue
+            return f"{match['lead']}{match['quote']}{moved}{match['quote']}"
+        return match.group(0)
+
+    return _PATH_LINE.sub(rebase, text)
+
+
+def private_project(
+    config_path: PathLike, dest: PathLike, shuffle: int = 1, trainingsetindex: int = 0
+) -> Path:
+    """A working copy of a project's shuffle in ``dest`` that DeepLabCut may write to.
+
+    DeepLabCut edits the project it is given (``read_config`` rewrites ``project_path``
+    in config.yaml when the folder moved; training and some analyses update the model's
+    YAML). A trained model served from the between-workflow cache is a symlink into a
+    folder other workflows share, and a user's project is not the workflow's to edit, so
+    the pose rule analyses a copy: ``config.yaml`` and the shuffle's YAML files are copied
+    with their project paths pointing at ``dest``, the model folder's other small files
+    (logs, learning stats) and the training sets' ``metadata.yaml`` copied, and its
+    snapshots (``*.pt``: the heavy part) symlinked to the originals, which DeepLabCut only
+    reads. Labels and videos are not needed for analysis and are left out.
+    Returns the copy's config.yaml.
+    """
+    config = load_project(config_path)
+    source = Path(config["config_path"])
+    root = Path(config["project_path"])
+    dest = Path(dest).resolve()
+    models = model_folder(config, shuffle, trainingsetindex)
+    text = source.read_text()
+    declared = str(yaml.safe_load(text)["project_path"])  # as written: HERE or a path
+    roots = list(dict.fromkeys([declared, str(root), str(root.resolve())]))
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / "config.yaml"
+    target.write_text(rebase_paths(text, roots, str(dest)))
+    for folder, _, files in os.walk(models, followlinks=True):
+        copy_folder = dest / Path(folder).relative_to(root)
+        copy_folder.mkdir(parents=True, exist_ok=True)
+        for name in sorted(files):
+            original = Path(folder) / name
+            if original.suffix == ".pt":
+                (copy_folder / name).symlink_to(original.resolve())
+            elif original.suffix in (".yaml", ".yml"):
+                (copy_folder / name).write_text(
+                    rebase_paths(original.read_text(), roots, str(dest))
+                )
+            else:
+                shutil.copyfile(original, copy_folder / name)
+    # The shuffles' metadata (which engine trained which shuffle), else DeepLabCut warns
+    # and guesses the engine from the model folders.
+    datasets = root / "training-datasets" / f"iteration-{config['iteration']}"
+    for metadata in sorted(datasets.glob("*/metadata.yaml")):
+        copy = dest / metadata.relative_to(root)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(metadata, copy)
+    copied = load_project(target)  # checks that project_path names the copy
+    if Path(copied["project_path"]).resolve() != dest:
+        raise RuntimeError(f"{target}: project_path was not rewritten to {dest}")
+    return target
+
+
 def analyze_video(
     config_path: PathLike,
     video: PathLike,
@@ -402,6 +513,9 @@ def analyze_video(
     folder, so it always writes into a fresh temporary folder beside ``out_h5``; its
     ``.h5`` and ``.csv`` (DLC's own format) are then renamed onto the requested names,
     so a rerun really re-analyses and a failure leaves no partial output.
+    DeepLabCut runs on a working copy of the project in that folder
+    (:func:`private_project`), so the project itself (a trained model in the shared
+    cache, or the user's) is never written to.
     ``provenance`` is stored as the ``neurovid_provenance`` attribute of the HDF5 file
     (pandas and movement ignore it). ``device``: auto | cpu | cuda; ``threads``: torch's
     CPU threads (the rule's). Returns the paths of the ``.h5`` and ``.csv`` written.
@@ -420,14 +534,19 @@ def analyze_video(
 
     if threads:
         torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory(prefix=f".{out_h5.stem}.dlc-", dir=out_h5.parent) as tmp:
-        log.info("analyzing %s with %s", video, snapshot_path)
+    with tempfile.TemporaryDirectory(prefix=f".{out_h5.stem}.dlc-", dir=out_h5.parent) as work:
+        working_copy = private_project(
+            config["config_path"], Path(work) / "project", shuffle, trainingsetindex
+        )
+        tmp = Path(work) / "out"
+        tmp.mkdir()
+        log.info("analyzing %s with %s (a working copy in %s)", video, snapshot_path, work)
         deeplabcut.analyze_videos(
-            config["config_path"],
+            str(working_copy),
             [str(video)],
             shuffle=shuffle,
             trainingsetindex=trainingsetindex,
-            destfolder=tmp,
+            destfolder=str(tmp),
             save_as_csv=True,
             snapshot_index=_snapshot_index(snapshot_path),
             batch_size=batch_size,
@@ -494,7 +613,8 @@ def prepare_training_project(config_path: PathLike, dest: PathLike) -> Path:
 
     Training writes ``training-datasets/`` and ``dlc-models-pytorch/`` into the project;
     training a copy under ``results/`` leaves the user's project untouched and lets the
-    workflow track the model. ``labeled-data`` is symlinked, not copied.
+    workflow track the model. ``labeled-data`` is symlinked, not copied (training reads
+    it; :func:`store_trained_project` removes the link afterwards).
     Returns the copy's config.yaml.
     """
     config = load_project(config_path)
@@ -518,6 +638,52 @@ def prepare_training_project(config_path: PathLike, dest: PathLike) -> Path:
     target = dest / "config.yaml"
     target.write_text(yaml.safe_dump(copied, sort_keys=False))
     return target
+
+
+def store_trained_project(
+    folder: PathLike,
+    snapshot: PathLike,
+    *,
+    shuffle: int,
+    trainingsetindex: int,
+    provenance: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Make a freshly trained copy (:func:`prepare_training_project`) one relocatable folder.
+
+    The folder is what pose_train outputs and Snakemake's between-workflow cache stores,
+    so nothing in it may depend on where it was trained: ``project_path`` and DeepLabCut's
+    other project paths become relative (``.``, :func:`rebase_paths`; the training log
+    ``train.txt`` too), and the ``labeled-data`` link (an absolute link into the user's
+    project: the cache would also chmod its target) and the from-scratch initial weights
+    are removed; ``training-datasets/`` (the frames and split trained on) stays. Writes
+    the marker ``trained.json`` (config, snapshot relative to the folder, shuffle,
+    trainingsetindex, snapshot digest, provenance) and returns it.
+    """
+    folder = Path(folder)
+    root = str(folder.resolve())
+    snapshot = Path(snapshot).resolve()
+    labels = folder / "labeled-data"
+    if labels.is_symlink():
+        labels.unlink()
+    for init in (SCRATCH_INIT, DETECTOR_SCRATCH_INIT):
+        (snapshot.parent / init).unlink(missing_ok=True)
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            path = Path(parent) / name
+            if path.suffix in (".yaml", ".yml"):
+                path.write_text(rebase_paths(path.read_text(), [root, str(folder)], HERE))
+            elif path.name == "train.txt":
+                path.write_text(path.read_text().replace(root, HERE))
+    marker = {
+        "config": "config.yaml",
+        "snapshot": str(snapshot.relative_to(root)),
+        "snapshot_digest": file_digest(snapshot),
+        "shuffle": shuffle,
+        "trainingsetindex": trainingsetindex,
+        "provenance": dict(provenance),
+    }
+    write_json(folder / TRAINED_MARKER, marker)
+    return marker
 
 
 def train_from_labels(
@@ -572,12 +738,12 @@ def train_from_labels(
                 field=PROJECT_FIELD,
             )
         train, test = select_labelled_frames(len(labelled), fraction, max_frames)
+        log.info("training on %d labelled frames, testing on %d", len(train), len(test))
         # DeepLabCut derives the training fraction from the list lengths; -1 pads them
         # so the fraction (and the model folder's name) stays the project's.
         padded = trainingsets.pad_train_test_indices(train, test, round(fraction, 2))
         train, test = padded if padded is not None else (train, test)
         split = {"trainIndices": [list(map(int, train))], "testIndices": [list(map(int, test))]}
-        log.info("training on %d labelled frames, testing on %d", len(train), len(test))
     deeplabcut.create_training_dataset(
         config_file, Shuffles=[shuffle], net_type=net_type, userfeedback=False, **split
     )
