@@ -18,6 +18,7 @@ include: "rules/pose.smk"
 include: "rules/behavior.smk"
 include: "rules/deep.smk"
 include: "rules/retina.smk"
+include: "rules/summary.smk"
 
 
 report: "report/workflow.rst"

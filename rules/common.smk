@@ -22,6 +22,7 @@ import neurovid.body as body
 import neurovid.sheets as sheets
 from neurovid.hardware import gpu_setting
 from neurovid.imports import code_digest
+from neurovid.interpret import interpreted_pcs
 from neurovid.partition import partition_parts, partitioned_spaces
 from neurovid.scheduler_fix import reserve_single_job_resources
 
@@ -86,6 +87,12 @@ MODELS = config["encoding"]["models"]
 # for it stops the workflow with a message naming the setting.
 PARTITION_PARTS = {
     model: partition_parts(partitioned_spaces(model, spec))
+    for model, spec in MODELS.items()
+}
+# Per model, how many PCs of the SlowFast class logits get a group map and word clouds
+# (`interpret_pcs`, 0 = off); a model that cannot be interpreted stops the workflow here.
+PC_MODELS = {
+    model: interpreted_pcs(model, spec, config["features"].get("slowfast", {}))
     for model, spec in MODELS.items()
 }
 # Estimators fit by neurovid.deep with checkpoints (rule encode_trained), and those that
@@ -297,6 +304,16 @@ def fmri_subjects(model):
     return [s for s in model_subjects(model) if subject_modality(s) == "fmri"]
 
 
+def pc_design_inputs(wildcards):
+    """The aligned features of each fMRI subject's first run, one per feature space of the
+    model (subject-major): their widths locate the slowfast columns in the weights."""
+    return [
+        f"results/aligned/{space}/{SUBJECT_RUNS[subject][0]}.h5"
+        for subject in fmri_subjects(wildcards.model)
+        for space in MODELS[wildcards.model]["features"]
+    ]
+
+
 def timeline_source(recording):
     """Where a recording's stimulus timeline comes from, as error messages name it."""
     row = RECORDING_ROWS[recording]
@@ -477,6 +494,8 @@ def all_targets():
                 f"results/figures/{model}/surface.png",
                 f"results/figures/{model}/glass_brain.png",
             ]
+            if PC_MODELS[model]:
+                targets.append(f"results/figures/{model}/pc_maps.png")
     if model_subject_pairs():
         targets.append("results/figures/model_comparison.png")
     targets += behavior_targets()
@@ -485,6 +504,7 @@ def all_targets():
         targets.append("results/deep/sensorium/summary.json")
     if config["video"]["frames"]:
         targets += expand("results/video/{video}/frames", video=VIDEOS.index)
+    targets += summary_targets()  # rules/summary.smk: the report's front page
     return targets
 
 
@@ -607,6 +627,49 @@ def behavior_targets():
     return targets
 
 
+# ---------------------------------------------------------------- results summary (rules/summary.smk)
+
+
+def summary_stats_models():
+    """Models with group statistics (2+ fMRI subjects), in config order."""
+    return [model for model in MODELS if len(fmri_subjects(model)) >= 2]
+
+
+def summary_inputs(wildcards):
+    """scores.h5 of every fit; per model with group statistics its files in the order of
+    neurovid.summary.STATS_FILES; the behavior evaluation and the frame classifier when
+    the behavior stage ran."""
+    inputs = {
+        "scores": [
+            f"results/encoding/{model}/{subject}/scores.h5"
+            for model, subject in model_subject_pairs()
+        ],
+        "stats": [
+            f"results/stats/{model}/{name}"
+            for model in summary_stats_models()
+            for name in ("summary.json", "t.nii.gz", "fdr_mask.nii.gz", "mean_r.nii.gz")
+        ],
+    }
+    if held_out_videos():
+        inputs["evaluation"] = "results/behavior/evaluation.tsv"
+    if behavior_videos():
+        inputs["classifier"] = "results/behavior/classifier/model"
+    return inputs
+
+
+def summary_targets():
+    """The summary, when there is anything to summarize."""
+    if model_subject_pairs() or behavior_videos():
+        return ["results/summary/summary.tsv"]
+    return []
+
+
+def report_figures():
+    """The figures the workflow makes (all targets under results/figures/): the front
+    page links them."""
+    return [t for t in all_targets() if str(t).startswith("results/figures/")]
+
+
 # ---------------------------------------------------------------- deep encoders (rules/deep.smk, rules/retina.smk)
 
 
@@ -717,6 +780,13 @@ def pose_settings():
     return config.get("pose") or {}
 
 
+def pose_train_settings():
+    """The `pose` settings pose_train uses (a param, so part of its between-workflow cache
+    key): inference settings (snapshot, video, batch_size) do not re-train."""
+    keys = ("shuffle", "trainingsetindex", "device", "train")
+    return {k: v for k, v in pose_settings().items() if k in keys}
+
+
 def pose_enabled():
     return bool(pose_settings().get("project"))
 
@@ -745,8 +815,8 @@ def pose_labels():
 
 
 def pose_model():
-    """Model input of `pose`. With training on, pose_train's marker; else the project."""
-    return "results/pose/model/trained.json" if pose_training() else pose_source()
+    """Model input of `pose`. With training on, pose_train's trained folder; else the project."""
+    return "results/pose/model/project" if pose_training() else pose_source()
 
 
 def pose_video(wildcards):

@@ -187,3 +187,33 @@ rule figure_variance_maps:
         parts=lambda wc: PARTITION_PARTS[wc.model],
     script:
         "../scripts/figure_variance_maps.py"
+
+
+# Per-PC group weight maps beside word clouds of the Kinetics classes (interpret_pcs).
+rule figure_pc_maps:
+    input:
+        t="results/stats/{model}/pcs/t.nii.gz",
+        fdr_mask="results/stats/{model}/pcs/fdr_mask.nii.gz",
+        basis="results/stats/{model}/pcs/basis.h5",
+        summary="results/stats/{model}/pcs/summary.json",
+    output:
+        report(
+            "results/figures/{model}/pc_maps.png",
+            category="{model}",
+            subcategory="Group maps",
+            caption="../report/pc_maps.rst",
+        ),
+    log:
+        "results/logs/figures/{model}/pc_maps.log",
+    conda:
+        "../envs/figures.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        model=lambda wc: wc.model,
+        pcs=lambda wc: PC_MODELS[wc.model],
+        top_words=30,
+        seed=config["seed"],
+    script:
+        "../scripts/figure_pc_maps.py"

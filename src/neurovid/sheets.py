@@ -36,7 +36,7 @@ VIDEO_NUMERIC = (
 )
 # Optional file columns of videos.tsv (checked like `path` when filled in).
 VIDEO_FILES = ("pose", "annotations")
-RECORDING_NUMERIC = ("tr", "sampling_rate")
+RECORDING_NUMERIC = ("tr", "sampling_rate", "behavior_offset_s")
 #: `stimulus` of a recording whose timeline is a TimeIntervals table of its NWB file
 NWB_STIMULUS = "nwb:"
 
