@@ -3,8 +3,11 @@
 # simulated recordings in the formats labs keep: fMRI as fMRIPrep derivatives
 # (results/demo/fmriprep; the raw BIDS events and sidecars are committed in
 # demo/bids), a spiking mouse as NWB, a calcium mouse as a table.
-# Simulations read the motion-energy features through ancient(): recorded data
-# does not change when a stimulus file is touched, so only the analysis re-runs.
+# Generated movies (and bikes, which has none) carry a generated soundtrack (AAC) with
+# its own random schedule; bigbuckbunny keeps its own. The fMRI has a visual ROI driven
+# by the videos' motion energy and an auditory ROI driven by their sound (audio_mel).
+# Simulations read the features through ancient(): recorded data does not change when
+# a stimulus file is touched, so only the analysis re-runs.
 
 
 include: "demo_common.smk"
@@ -21,6 +24,7 @@ rule demo_clip:
         "../envs/video.yaml"
     params:
         clip=lambda wc: wc.clip,
+        seed=lambda wc: [config["demo"]["seed"], wc.clip],
     script:
         "../scripts/demo_clip.py"
 
@@ -46,7 +50,8 @@ rule demo_movie:
 
 rule demo_roi:
     output:
-        "results/demo/truth/fmri_roi.nii.gz",
+        visual="results/demo/truth/fmri_roi.nii.gz",
+        auditory="results/demo/truth/fmri_roi_auditory.nii.gz",
     log:
         "results/logs/demo/roi.log",
     conda:
@@ -62,6 +67,12 @@ rule demo_truth:
         features=demo_reference_features,
         roi=lambda wc: (
             ["results/demo/truth/fmri_roi.nii.gz"]
+            if subject_modality(wc.subject) == "fmri"
+            else []
+        ),
+        audio=demo_reference_audio,
+        audio_roi=lambda wc: (
+            ["results/demo/truth/fmri_roi_auditory.nii.gz"]
             if subject_modality(wc.subject) == "fmri"
             else []
         ),
@@ -96,6 +107,7 @@ rule demo_fmriprep_description:
 rule demo_fmri_run:
     input:
         features=demo_timeline_features,
+        audio=demo_timeline_audio,
         truth="results/demo/truth/{subject}.h5",
         roi="results/demo/truth/fmri_roi.nii.gz",
         description="results/demo/fmriprep/dataset_description.json",

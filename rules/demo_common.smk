@@ -20,12 +20,25 @@ def demo_timeline_features(wildcards):
     ]
 
 
-def demo_reference_features(wildcards):
+def demo_timeline_audio(wildcards):
+    """The sound features (audio_mel) of the videos an fMRI run shows: the auditory ROI's drive."""
+    return [
+        ancient(f"results/features/audio_mel/{video}.h5")
+        for video, _ in demo_timeline(wildcards)
+    ]
+
+
+def demo_reference_features(wildcards, space="motion_energy"):
     """A subject's truth is standardized on the first video of its first run."""
     first_run = SimpleNamespace(recording=SUBJECT_RUNS[wildcards.subject][0])
-    return ancient(
-        f"results/features/motion_energy/{demo_timeline(first_run)[0][0]}.h5"
-    )
+    return ancient(f"results/features/{space}/{demo_timeline(first_run)[0][0]}.h5")
+
+
+def demo_reference_audio(wildcards):
+    """fMRI subjects: the sound features of the reference video (the auditory ROI's truth)."""
+    if subject_modality(wildcards.subject) != "fmri":
+        return []
+    return [demo_reference_features(wildcards, "audio_mel")]
 
 
 def demo_mouse_recordings(extension):

@@ -13,6 +13,8 @@ p = snakemake.params
 start = time.perf_counter()
 events, feature_sets = responses.features_by_video(p.timeline, list(snakemake.input.features))
 truth = responses.read_truth(snakemake.input.truth)
+audio_paths = list(getattr(snakemake.input, "audio", None) or [])
+audio_sets = responses.features_by_video(p.timeline, audio_paths)[1] if audio_paths else None
 artefacts = responses.FmriArtefacts.from_config(p.artefacts)
 tr = float(p.tr)
 img, run_truth = responses.simulate_fmri_run(
@@ -23,6 +25,7 @@ img, run_truth = responses.simulate_fmri_run(
     tail_s=float(p.tail_s),
     seed=list(p.seed),
     artefacts=artefacts,
+    audio_feature_sets=audio_sets,
 )
 log.info("simulated %s volumes in %.1f s", img.shape, time.perf_counter() - start)
 masks = fmriprep.tissue_masks(truth["brain_mask"])
@@ -45,6 +48,7 @@ inputs = {"truth": snakemake.input.truth, "roi": snakemake.input.roi}
 inputs.update(
     {f"features_{e.video_id}": f for e, f in zip(events, snakemake.input.features, strict=True)}
 )
+inputs.update({f"audio_{e.video_id}": f for e, f in zip(events, audio_paths, strict=False)})
 prov = io.provenance("demo_fmri_run", params, inputs, ("nibabel", "nilearn"))
 responses.save_nifti(img, snakemake.output.bold, prov)
 io.write_json(

@@ -1,4 +1,6 @@
-"""The demo's "visual" ROI (occipital gray matter, MNI 3 mm) -> results/demo/truth/fmri_roi.nii.gz."""
+"""The demo's ROIs (gray matter, MNI 3 mm): "visual" (occipital) -> results/demo/truth/fmri_roi.nii.gz
+and "auditory" (bilateral superior temporal gyrus, disjoint from it) ->
+results/demo/truth/fmri_roi_auditory.nii.gz."""
 
 import numpy as np
 
@@ -9,16 +11,31 @@ from neurovid.logs import script_logger
 log = script_logger(snakemake, "demo_roi")
 resolution = snakemake.params.fmri["resolution_mm"]
 mask = neural.load_mask("mni152_gm", resolution)
-roi = responses.make_roi(mask)
-n = int(np.asarray(roi.dataobj).sum())
-params = {
-    "mask": "mni152_gm",
-    "resolution_mm": resolution,
-    "centres_mm": responses.ROI_CENTRES_MM,
-    "radius_mm": responses.ROI_RADIUS_MM,
-    "n_voxels": n,
+visual = responses.make_roi(mask)
+auditory = responses.make_auditory_roi(mask, visual)
+rois = {
+    "visual": (
+        visual,
+        snakemake.output[0],
+        responses.ROI_CENTRES_MM,
+        responses.ROI_RADIUS_MM,
+    ),
+    "auditory": (
+        auditory,
+        snakemake.output[1],
+        responses.AUDITORY_CENTRES_MM,
+        responses.AUDITORY_RADIUS_MM,
+    ),
 }
-responses.save_nifti(
-    roi, snakemake.output[0], io.provenance("demo_roi", params, packages=("nilearn",))
-)
-log.info("ROI: %d voxels within %g mm of %s", n, responses.ROI_RADIUS_MM, responses.ROI_CENTRES_MM)
+for name, (roi, path, centres, radius) in rois.items():
+    n = int(np.asarray(roi.dataobj).sum())
+    params = {
+        "roi": name,
+        "mask": "mni152_gm",
+        "resolution_mm": resolution,
+        "centres_mm": centres,
+        "radius_mm": radius,
+        "n_voxels": n,
+    }
+    responses.save_nifti(roi, path, io.provenance("demo_roi", params, packages=("nilearn",)))
+    log.info("%s ROI: %d voxels within %g mm of %s", name, n, radius, centres)

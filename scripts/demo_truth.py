@@ -11,16 +11,29 @@ p = snakemake.params
 seed = list(p.seed)
 features = io.read_features(snakemake.input.features)
 inputs = {"features": snakemake.input.features}
+
+
+def first(value):
+    return value[0] if isinstance(value, list) else value
+
+
 if p.modality == "fmri":
-    roi_path = (
-        snakemake.input.roi[0] if isinstance(snakemake.input.roi, list) else snakemake.input.roi
-    )
+    roi_path = first(snakemake.input.roi)
     inputs["roi"] = roi_path
-    datasets, attrs = responses.make_fmri_truth(features, nib.load(roi_path), seed)
+    audio = {}
+    if getattr(snakemake.input, "audio", None):
+        inputs["audio"] = first(snakemake.input.audio)
+        inputs["audio_roi"] = first(snakemake.input.audio_roi)
+        audio = {
+            "audio_features": io.read_features(inputs["audio"]),
+            "audio_roi_img": nib.load(inputs["audio_roi"]),
+        }
+    datasets, attrs = responses.make_fmri_truth(features, nib.load(roi_path), seed, **audio)
     log.info(
-        "%s: %d ROI voxels, %d brain voxels",
+        "%s: %d visual ROI voxels, %d auditory ROI voxels, %d brain voxels",
         p.subject,
         len(datasets["roi_ijk"]),
+        len(datasets.get("audio_roi_ijk", [])),
         len(datasets["baseline"]),
     )
 else:

@@ -100,7 +100,10 @@ def fmri_run(tmp_path_factory) -> dict:
         write_features(paths[video], fs.features, fs.times, fs.attrs)
     fmri = {"mask": "mni152_gm", "resolution_mm": 3, "drop_nan_voxels": False}
     roi = str(tmp / "truth" / "fmri_roi.nii.gz")
-    run_script("demo_roi", tmp, input={}, output={"roi": roi}, params={"fmri": fmri})
+    audio_roi = str(tmp / "truth" / "fmri_roi_auditory.nii.gz")  # not used: no sound here
+    run_script(
+        "demo_roi", tmp, input={}, output={"roi": roi, "auditory": audio_roi}, params={"fmri": fmri}
+    )
     truth = str(tmp / "truth" / "sub-01.h5")
     run_script(
         "demo_truth",

@@ -185,18 +185,37 @@ def feature_files(videos, tmp_path_factory) -> dict[str, str]:
 def test_fmri_demo_scripts_chain_into_ingest(tmp_path: Path, feature_files) -> None:
     fmri = {"mask": "mni152_gm", "resolution_mm": 3, "drop_nan_voxels": False}
     roi = str(tmp_path / "truth" / "fmri_roi.nii.gz")
-    run_script("demo_roi", tmp_path, input={}, output={"roi": roi}, params={"fmri": fmri})
+    audio_roi = str(tmp_path / "truth" / "fmri_roi_auditory.nii.gz")
+    run_script(
+        "demo_roi",
+        tmp_path,
+        input={},
+        output={"visual": roi, "auditory": audio_roi},
+        params={"fmri": fmri},
+    )
     assert R.nifti_provenance(roi)["step"] == "demo_roi"
+    assert R.nifti_provenance(audio_roi)["params"]["roi"] == "auditory"
+    audio = {}
+    for video, seed in (("A", 11), ("C", 13)):  # stand-in sound features, independent
+        fs = fake_features(seed, 4.0 if video == "A" else 34.0, dims=16)
+        audio[video] = str(tmp_path / f"audio_{video}.h5")
+        write_features(audio[video], fs.features, fs.times, fs.attrs)
     truth = str(tmp_path / "truth" / "sub-01.h5")
     params = {"subject": "sub-01", "modality": "fmri", "seed": [1, "sub-01"]}
     inputs = {"features": feature_files["A"], "roi": [roi]}
+    inputs |= {"audio": [audio["A"]], "audio_roi": [audio_roi]}
     run_script("demo_truth", tmp_path, input=inputs, output={"t": truth}, params=params)
     func = tmp_path / "fmriprep" / "sub-01" / "func"
     bold = func / "sub-01_task-movie_run-1_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"
     run_script(
         "demo_fmri_run",
         tmp_path,
-        input={"features": [feature_files["C"]], "truth": truth, "roi": roi},
+        input={
+            "features": [feature_files["C"]],
+            "audio": [audio["C"]],
+            "truth": truth,
+            "roi": roi,
+        },
         output={
             "bold": str(bold),
             "sidecar": str(
@@ -242,6 +261,10 @@ def test_fmri_demo_scripts_chain_into_ingest(tmp_path: Path, feature_files) -> N
     column = {tuple(v): i for i, v in enumerate(rs.voxel_ijk)}
     cols = [column[tuple(v)] for v in run_truth["roi_ijk"]]
     r = R.noise_ceiling(run_truth["signal"], rs.responses[:, cols].astype(np.float64))
+    assert np.mean(r) > 0.7
+    # ... and the auditory ROI's voxels the sound-driven signal plus noise.
+    cols = [column[tuple(v)] for v in run_truth["audio_roi_ijk"]]
+    r = R.noise_ceiling(run_truth["audio_signal"], rs.responses[:, cols].astype(np.float64))
     assert np.mean(r) > 0.7
 
 

