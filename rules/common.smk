@@ -483,11 +483,8 @@ def all_targets():
             )
         if subjects and PARTITION_PARTS[model]:
             targets += [f"results/figures/{model}/variance_partition.png"]
-            targets += expand(
-                "results/figures/{model}/variance_partition/{subject}.png",
-                model=model,
-                subject=fmri_subjects(model),
-            )
+            if fmri_subjects(model):  # the subjects' mean maps of each part
+                targets += [f"results/figures/{model}/variance_maps.png"]
         if len(fmri_subjects(model)) >= 2:
             targets += [
                 f"results/stats/{model}/summary.json",

@@ -164,18 +164,18 @@ rule figure_variance_maps:
         maps=lambda wc: expand(
             "results/encoding/{model}/{subject}/{part}.nii.gz",
             model=wc.model,
-            subject=wc.subject,
+            subject=fmri_subjects(wc.model),
             part=PARTITION_PARTS[wc.model],
         ),
     output:
         report(
-            "results/figures/{model}/variance_partition/{subject}.png",
+            "results/figures/{model}/variance_maps.png",
             category="{model}",
             subcategory="Variance partitioning",
             caption="../report/variance_maps.rst",
         ),
     log:
-        "results/logs/figures/{model}/variance_maps_{subject}.log",
+        "results/logs/figures/{model}/variance_maps.log",
     conda:
         "../envs/figures.yaml"
     resources:
@@ -183,7 +183,7 @@ rule figure_variance_maps:
         runtime=10,
     params:
         model=lambda wc: wc.model,
-        subject=lambda wc: wc.subject,
+        subjects=lambda wc: fmri_subjects(wc.model),
         parts=lambda wc: PARTITION_PARTS[wc.model],
     script:
         "../scripts/figure_variance_maps.py"

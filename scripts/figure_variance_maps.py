@@ -1,6 +1,6 @@
-"""Glass brains of one fMRI subject's variance partition: unique per space, and shared."""
+"""Glass brains of the fMRI subjects' mean variance partition: unique per space, and shared."""
 
-import nibabel as nib
+from nilearn.image import mean_img
 
 from neurovid.io import provenance
 from neurovid.logs import script_logger
@@ -9,15 +9,23 @@ from neurovid.plots import partition_maps_figure
 log = script_logger(snakemake, "figure_variance_maps")
 
 params = snakemake.params
-maps = dict(zip(params.parts, snakemake.input.maps, strict=True))
+n_parts = len(params.parts)
+paths = list(snakemake.input.maps)  # subject-major, parts in PARTITION_PARTS order
+per_part = {part: paths[k::n_parts] for k, part in enumerate(params.parts)}
 partition_maps_figure(
-    {part: nib.load(path) for part, path in maps.items()},
+    {part: mean_img(files, copy_header=True) for part, files in per_part.items()},
     snakemake.output[0],
-    title=f"{params.model} / {params.subject}: held-out R² by feature space",
+    title=f"{params.model}: held-out R² by feature space, mean of {len(params.subjects)} subjects",
     provenance=provenance(
         "figure_variance_maps",
-        {"model": params.model, "subject": params.subject},
-        maps,
+        {"model": params.model, "subjects": list(params.subjects)},
+        dict(
+            zip(
+                [f"{s}/{part}" for s in params.subjects for part in params.parts],
+                paths,
+                strict=True,
+            )
+        ),
         ("nilearn", "matplotlib"),
     ),
 )

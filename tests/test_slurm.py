@@ -242,7 +242,7 @@ def test_gpu_jobs_see_cuda_visible_devices_and_the_others_do_not(
     runs: SimpleNamespace,
 ) -> None:
     gpu_jobs = {log for log, job in runs.jobs.items() if int(job.resources.get("gpu", 0)) > 0}
-    assert "results/logs/encode/me_ridge/sub-01.log" in gpu_jobs
+    assert "results/logs/encode/me_sound/sub-01.log" in gpu_jobs
     assert "results/logs/encode/me_lasso/mouse-1.log" not in gpu_jobs  # LASSO runs on CPU
     for log in runs.jobs:
         visible = job_environment(runs.slurm_work / log)["CUDA_VISIBLE_DEVICES"]
@@ -294,7 +294,7 @@ def test_results_equal_the_local_run(runs: SimpleNamespace) -> None:
     files = result_files(runs.slurm_work)
     assert files == result_files(runs.local_work)
     scores = [f for f in files if f.endswith("/scores.h5")]
-    # me_ridge sub-01 and mouse-1, me_lasso and me_lstm mouse-1
+    # me_sound sub-01 (picture + sound), me_ridge, me_lasso and me_lstm mouse-1
     assert len(scores) == 4
     for name in scores:
         cluster_arrays, cluster_attrs = read_h5(runs.slurm_work / name)

@@ -103,7 +103,8 @@ def behavior_files(root: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture()
-def results(tmp_path: Path) -> dict:
+def results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    monkeypatch.setattr(summary, "MIN_CLUSTER_VOXELS", 1)  # the fixture's clusters are tiny
     subjects = {
         s: fmri_scores(tmp_path / "m" / s / "scores.h5", i)
         for i, s in enumerate(["sub-01", "sub-02"])
@@ -169,6 +170,12 @@ def test_encoding_rows_have_the_scores_numbers(results: dict) -> None:
     assert math.isnan(mouse["unique_me"])
 
 
+def test_clusters_smaller_than_the_minimum_are_no_peak_region(tmp_path: Path) -> None:
+    files, _, _ = group_files(tmp_path)  # clusters of 4 and 1 significant voxels
+    assert summary.MIN_CLUSTER_VOXELS == 5
+    assert summary.cluster_peaks(files["t"], files["fdr_mask"]).empty
+
+
 def test_group_and_peaks(results: dict) -> None:
     made = results["summary"]
     group = made.group.iloc[0]
@@ -209,7 +216,7 @@ def test_written_table_sidecar_and_front_page(results: dict) -> None:
         "results/figures/m/score_hist.png",
         "results/figures/m/glass_brain.png",
         "results/figures/m/traces/sub-01.png",
-        "results/figures/m/variance_partition/sub-01.png",
+        "results/figures/m/variance_maps.png",
         "results/figures/behavior/confusion.png",
     ]
     paths = {"table": tmp / "summary" / "summary.tsv", "front": tmp / "summary" / "front.rst"}

@@ -284,12 +284,12 @@ def test_encode_script_writes_the_partition_and_its_maps_and_figures(tmp_path: P
     assert plotted["sub-01 (fmri)"]["unique_me"] == pytest.approx(attrs["mean_unique_me"])
     assert sorted(plotted["sub-01 (fmri)"]) == ["shared", "unique_me", "unique_vit"]
 
-    brains = tmp_path / "fig" / "variance_partition" / "sub-01.png"
+    brains = tmp_path / "fig" / "variance_maps.png"  # the subjects' mean (here: one)
     _script(
         "figure_variance_maps.py",
         input=namedlist(maps=[str(p) for p in maps.values()]),
         output=namedlist([str(brains)]),
-        params=namedlist(model="m", subject="sub-01", parts=list(maps)),
+        params=namedlist(model="m", subjects=["sub-01"], parts=list(maps)),
         log=namedlist([str(tmp_path / "brains.log")]),
     )
     assert brains.stat().st_size > 0

@@ -121,11 +121,20 @@ def test_demo_outputs_follow_the_contracts(demo: SimpleNamespace) -> None:
     assert len(table) == 50 and {"target", "r", "r2", "alpha"} <= set(table.columns)
 
 
+FMRI_MODEL = "me_sound"  # the demo's fMRI model: picture + sound
+
+
+def demo_rois(results: Path) -> np.ndarray:
+    """The simulated ROIs: visual (motion energy) and auditory (the soundtrack)."""
+    truth = results / "demo/truth"
+    visual = nib.load(truth / "fmri_roi.nii.gz").get_fdata() > 0
+    return visual | (nib.load(truth / "fmri_roi_auditory.nii.gz").get_fdata() > 0)
+
+
 def roi_and_scores(results: Path, subject: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    roi = nib.load(results / "demo/truth/fmri_roi.nii.gz").get_fdata() > 0
-    arrays, _ = read_h5(results / f"encoding/me_ridge/{subject}/scores.h5")
-    r_map = nib.load(results / f"encoding/me_ridge/{subject}/r.nii.gz").get_fdata()
-    return roi, arrays["mask"] > 0, r_map
+    arrays, _ = read_h5(results / f"encoding/{FMRI_MODEL}/{subject}/scores.h5")
+    r_map = nib.load(results / f"encoding/{FMRI_MODEL}/{subject}/r.nii.gz").get_fdata()
+    return demo_rois(results), arrays["mask"] > 0, r_map
 
 
 def test_demo_roi_voxels_score_higher_than_the_rest(demo: SimpleNamespace) -> None:
@@ -142,9 +151,9 @@ def test_demo_roi_voxels_score_higher_than_the_rest(demo: SimpleNamespace) -> No
 
 def test_demo_group_fdr_map_recovers_the_roi(demo: SimpleNamespace) -> None:
     roi, mask, _ = roi_and_scores(demo.results, FMRI_SUBJECTS[0])
-    significant = nib.load(demo.results / "stats/me_ridge/fdr_mask.nii.gz").get_fdata() > 0
+    significant = nib.load(demo.results / f"stats/{FMRI_MODEL}/fdr_mask.nii.gz").get_fdata() > 0
     dice = 2 * (significant & roi).sum() / (significant.sum() + roi.sum())
-    summary = json.loads((demo.results / "stats/me_ridge/summary.json").read_text())
+    summary = json.loads((demo.results / f"stats/{FMRI_MODEL}/summary.json").read_text())
     print(
         f"Dice(FDR map, ROI) = {dice:.3f}; {significant.sum()} significant voxels, ROI {roi.sum()}"
     )
@@ -260,6 +269,7 @@ def demo_runs_showing(video: str) -> list[str]:
 
 
 MODEL_COMPARISON = ("figure_model_comparison", "results/figures/model_comparison.png")
+SUMMARY = ("summary", "results/summary/summary.tsv")
 
 
 def encoding_downstream(
@@ -276,6 +286,15 @@ def encoding_downstream(
             ("figure_surface", f"results/figures/{model}/surface.png"),
             ("figure_glass_brain", f"results/figures/{model}/glass_brain.png"),
         }
+    if model == "me_sound":  # partitioned: a map per part and subject, two figures
+        parts = ("unique_motion_energy", "unique_audio_mel", "shared")
+        jobs |= {
+            ("partition_map", f"results/encoding/{model}/{s}/{part}.nii.gz")
+            for s in fmri
+            for part in parts
+        }
+        jobs.add(("figure_variance_maps", f"results/figures/{model}/variance_maps.png"))
+        jobs.add(("figure_variance_partition", f"results/figures/{model}/variance_partition.png"))
     return jobs
 
 
@@ -292,7 +311,16 @@ def test_touching_one_video_reruns_exactly_its_downstream_jobs(scratch: Path) ->
     expected |= {
         ("align", f"results/aligned/motion_energy/{r}.h5") for r in demo_runs_showing("gen01")
     }
-    expected |= encoding_downstream("me_ridge", FMRI_SUBJECTS + list(MICE))
+    # its soundtrack too (the stimulus file changed): audio_mel and me_sound downstream
+    expected.add(("audio_mel", "results/features/audio_mel/gen01.h5"))
+    expected |= {
+        ("align", f"results/aligned/audio_mel/{r}.h5")
+        for r in demo_runs_showing("gen01")
+        if r.startswith("sub-")
+    }
+    expected |= encoding_downstream("me_sound", FMRI_SUBJECTS)
+    expected.add(SUMMARY)
+    expected |= encoding_downstream("me_ridge", list(MICE))
     expected |= encoding_downstream("me_lasso", list(MICE), rule="encode_lasso")
     expected |= encoding_downstream("me_lstm", list(MICE), rule="encode_trained")
     expected.add(MODEL_COMPARISON)
@@ -334,8 +362,8 @@ def test_changing_an_encoding_parameter_reruns_only_encoding_and_after(scratch: 
     assert changed != config
     (scratch / "config.yaml").write_text(changed)
     jobs = planned_jobs(scratch)
-    expected = encoding_downstream("me_ridge", FMRI_SUBJECTS + list(MICE)) | {("all", "")}
-    expected.add(MODEL_COMPARISON)
+    expected = encoding_downstream("me_ridge", list(MICE)) | {("all", "")}
+    expected |= {MODEL_COMPARISON, SUMMARY}
     assert set(jobs) == expected
 
 
@@ -443,6 +471,7 @@ def test_changing_a_kinematics_parameter_reruns_only_kinematics_and_its_figures(
     assert set(jobs) == {
         *{("kinematics", f"results/kinematics/{v}.csv") for v in videos},
         *{("figure_behavior", f"results/figures/behavior/{v}/ethogram.png") for v in videos},
+        *{("pose_nwb", f"results/nwb/{v}.nwb") for v in videos},  # pose + kinematics in NWB
         ("all", ""),
     }
 
@@ -466,10 +495,11 @@ def test_editing_the_ridge_solver_reruns_exactly_the_jobs_that_run_it(
     jobs = planned_after_editing(scratch, "ridge.py")
     # The encode scripts reach ridge.py through neurovid.encoding (LASSO and the LSTM too:
     # they share its cross-validation); nothing upstream of encoding does.
-    expected = encoding_downstream("me_ridge", FMRI_SUBJECTS + list(MICE))
+    expected = encoding_downstream("me_ridge", list(MICE))
     expected |= encoding_downstream("me_lasso", list(MICE), rule="encode_lasso")
     expected |= encoding_downstream("me_lstm", list(MICE), rule="encode_trained")
-    expected |= {MODEL_COMPARISON, ("all", "")}
+    expected |= encoding_downstream("me_sound", FMRI_SUBJECTS)
+    expected |= {MODEL_COMPARISON, SUMMARY, ("all", "")}
     assert set(jobs) == expected
     # Undone, the digest is the old one again: nothing to do.
     assert set(planned_jobs(scratch)) == set()
@@ -557,7 +587,7 @@ def test_the_bids_door_and_a_sheet_give_the_same_features_and_scores(doors: Path
     done = snakemake(
         doors,
         *targets,
-        "results/encoding/me_ridge/sheet-01/scores.h5",
+        f"results/encoding/{FMRI_MODEL}/sheet-01/scores.h5",
         "--config",
         "recordings=both.tsv",
     )
@@ -567,8 +597,8 @@ def test_the_bids_door_and_a_sheet_give_the_same_features_and_scores(doors: Path
         by_bids = read_features(doors / aligned.format(f"sub-01_task-movie_run-{run}"))
         np.testing.assert_array_equal(by_sheet.features, by_bids.features)
         np.testing.assert_array_equal(by_sheet.times, by_bids.times)
-    by_sheet, _ = read_h5(doors / "results/encoding/me_ridge/sheet-01/scores.h5")
-    by_bids, _ = read_h5(doors / "results/encoding/me_ridge/sub-01/scores.h5")
+    by_sheet, _ = read_h5(doors / f"results/encoding/{FMRI_MODEL}/sheet-01/scores.h5")
+    by_bids, _ = read_h5(doors / f"results/encoding/{FMRI_MODEL}/sub-01/scores.h5")
     np.testing.assert_array_equal(by_sheet["r"], by_bids["r"])
     np.testing.assert_array_equal(by_sheet["alpha"], by_bids["alpha"])
 
@@ -581,7 +611,7 @@ def test_denoising_the_demo_recovers_the_roi_better_than_z_scoring_alone(
     (doors / "off.yaml").write_text(yaml.safe_dump({"neural": {"fmri": {"denoise": off}}}))
     subjects = FMRI_SUBJECTS[:2]
     on = {s: roi_and_scores(demo.results, s) for s in subjects}
-    targets = [f"results/encoding/me_ridge/{s}/r.nii.gz" for s in subjects]
+    targets = [f"results/encoding/{FMRI_MODEL}/{s}/r.nii.gz" for s in subjects]
     done = snakemake(doors, *targets, "--configfile", "off.yaml")
     assert done.returncode == 0, done.stderr[-4000:]
     for subject in subjects:
@@ -592,7 +622,7 @@ def test_denoising_the_demo_recovers_the_roi_better_than_z_scoring_alone(
             f"{subject}: ROI mean held-out r, denoised {on_mean:.3f}, not denoised {off_mean:.3f}"
         )
         assert on_mean > off_mean + 0.1
-    censored = json.loads((demo.results / "encoding/me_ridge/sub-01/scores.json").read_text())[
+    censored = json.loads((demo.results / f"encoding/{FMRI_MODEL}/sub-01/scores.json").read_text())[
         "censored_volumes"
     ]
     print(f"sub-01 censored volumes per run: {censored}")
