@@ -70,5 +70,7 @@ io.write_responses(
     behavior=rec.behavior,
     behavior_names=rec.behavior_names,
     censored=rec.censored,
+    parcels=rec.parcels,
+    target_labels=rec.target_labels,
 )
 log.info("wrote %s", snakemake.output[0])

@@ -191,6 +191,8 @@ def _ingest(tmp, name, data, settings, confounds=None, atlas=None) -> Path:
         affine=rec.affine,
         voxel_ijk=rec.voxel_ijk,
         censored=rec.censored,
+        parcels=rec.parcels,
+        target_labels=rec.target_labels,
     )
     return out
 
@@ -372,6 +374,9 @@ def test_parcels_one_target_per_label_with_their_mean(tmp_path):
     assert np.allclose(rs.responses[:, 0], data[labels == 1].mean(0), atol=1e-4)
     assert np.allclose(rs.responses[:, 1], data[labels == 2].mean(0), atol=1e-4)
     assert rs.attrs["ingest"]["atlas"]["n_parcels"] == 2
+    # What score maps paint parcels over: the labels on the data grid, and each target's.
+    assert rs.mask is None and np.array_equal(rs.parcels, labels)
+    assert rs.target_labels.tolist() == [1, 2] and np.allclose(rs.affine, np.diag([3, 3, 3, 1]))
 
 
 def test_parcels_need_a_name_for_every_label(tmp_path):

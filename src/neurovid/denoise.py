@@ -53,7 +53,11 @@ Parcel targets (:func:`parcellate`)
     time course (nilearn's ``NiftiLabelsMasker``, labels resampled to the data
     grid by nearest neighbour, only voxels inside the analysis mask) is one
     target, named from the ``index``/``name`` table (BIDS ``dseg.tsv``); the
-    responses file then has no voxel geometry (``mask``, ``voxel_ijk``).
+    responses file then has no voxel geometry (``mask``, ``voxel_ijk``) but the
+    parcel geometry that score maps need: ``parcels`` (the labels on the data
+    grid, 0 outside the analysis mask: exactly the voxels each mean was taken
+    over), ``affine`` and ``target_labels`` (each target's label value); see
+    :mod:`neurovid.io`.
 """
 
 from __future__ import annotations
@@ -507,18 +511,31 @@ def read_parcel_names(path: str | Path) -> pd.DataFrame:
     return table
 
 
+@dataclass
+class Parcellation:
+    """Parcel targets of one run (:func:`parcellate`)."""
+
+    responses: np.ndarray  # float32 [T, P], mean of each parcel's in-mask voxels
+    names: np.ndarray  # str [P]
+    labels: np.ndarray  # int32 [P], each parcel's label value in ``volume``
+    volume: np.ndarray  # int32 [X, Y, Z], labels on the data grid, 0 outside the mask
+    info: dict[str, Any]
+
+
 def parcellate(
     responses: np.ndarray,
     mask_img: nib.Nifti1Image,
     labels: str | Path,
     names: str | Path,
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Mean time course of each parcel's in-mask voxels -> (responses [T, P], names [P], info).
+) -> Parcellation:
+    """Mean time course of each parcel's in-mask voxels, and where the parcels are.
 
     ``responses`` [T, N] are the in-mask voxels of ``mask_img`` (C order). The labels
     image is resampled to the mask's grid (nearest neighbour; nilearn's
     ``NiftiLabelsMasker`` with ``resampling_target="data"``); parcels with no voxel in
     the mask are dropped with a warning. Parcels come in increasing label order.
+    ``volume`` is the masker's resampled labels image, 0 outside the mask and for
+    dropped labels: the voxels each parcel's mean was taken over.
 
     Raises:
         InputError: the labels file is unreadable or not 3-D, a label has no name,
@@ -584,7 +601,16 @@ def parcellate(
         "n_parcels": len(ids),
         "dropped_labels": dropped,
     }
-    return np.asarray(signals, dtype=np.float32), parcel_names, info
+    on_grid = np.rint(np.asarray(masker.labels_img_.dataobj)).astype(np.int32)
+    inside = np.asarray(mask_img.dataobj).astype(bool)
+    volume = np.where(inside & np.isin(on_grid, ids), on_grid, 0).astype(np.int32)
+    return Parcellation(
+        np.asarray(signals, dtype=np.float32),
+        parcel_names,
+        np.asarray(ids, dtype=np.int32),
+        volume,
+        info,
+    )
 
 
 # --------------------------------------------------------------------------- one recording
@@ -617,21 +643,31 @@ def denoise_recording(
 ) -> Any:
     """An fMRI :class:`neurovid.neural.Recording` with parcel targets (when ``atlas``)
     and cleaned responses, its ``censored`` volumes set and ``info`` recording how
-    (``denoise``, ``atlas``). Parcels are means over the recording's own mask."""
+    (``denoise``, ``atlas``). Parcels are means over the recording's own mask; a
+    parcel recording keeps ``affine`` and gets ``parcels`` and ``target_labels``
+    instead of ``mask`` and ``voxel_ijk``."""
     tr = 1.0 / float(rec.sampling_rate)
     info = dict(rec.info)
     changes: dict[str, Any] = {}
     responses = rec.responses
     if atlas:
         mask_img = nib.Nifti1Image(np.asarray(rec.mask, dtype=np.uint8), rec.affine)
-        responses, names, atlas_info = parcellate(
-            responses, mask_img, atlas["labels"], atlas["names"]
-        )
+        parcels = parcellate(responses, mask_img, atlas["labels"], atlas["names"])
+        responses = parcels.responses
         log.info(
-            "%d voxels -> %d parcels of %s", rec.responses.shape[1], len(names), atlas["labels"]
+            "%d voxels -> %d parcels of %s",
+            rec.responses.shape[1],
+            len(parcels.names),
+            atlas["labels"],
         )
-        info["atlas"] = atlas_info
-        changes.update(target_names=names, mask=None, affine=None, voxel_ijk=None)
+        info["atlas"] = parcels.info
+        changes.update(
+            target_names=parcels.names,
+            mask=None,
+            voxel_ijk=None,
+            parcels=parcels.volume,
+            target_labels=parcels.labels,
+        )
     result = denoise_run(
         responses, tr, settings, confounds_path=confounds_path, recording_id=recording_id
     )

@@ -1365,6 +1365,8 @@ class SubjectData:
     mask: np.ndarray | None = None
     affine: np.ndarray | None = None
     voxel_ijk: np.ndarray | None = None
+    parcels: np.ndarray | None = None  # fMRI parcel targets: label volume [X, Y, Z]
+    target_labels: np.ndarray | None = None  # [N], each target's label in parcels
     bands: list[tuple[str, int]] = field(default_factory=list)  # (extractor, feature columns)
     # per run, bool [T_r]: samples censored at ingest (encode_subject's ``censored``)
     censored: list[np.ndarray] = field(default_factory=list)
@@ -1466,6 +1468,8 @@ def load_subject(
         mask=first.mask,
         affine=first.affine,
         voxel_ijk=first.voxel_ijk,
+        parcels=first.parcels,
+        target_labels=first.target_labels,
         bands=widths,
         censored=censored,
     )
@@ -1551,6 +1555,12 @@ def write_outputs(
     spatial = {}
     if data.voxel_ijk is not None:
         spatial = {"mask": data.mask, "affine": data.affine, "voxel_ijk": data.voxel_ijk}
+    elif data.parcels is not None:  # parcel targets: what score maps paint them over
+        spatial = {
+            "parcels": data.parcels,
+            "affine": data.affine,
+            "target_labels": data.target_labels,
+        }
 
     extra: dict[str, np.ndarray] = {}
     extra_attrs: dict[str, Any] = {}
@@ -1617,6 +1627,8 @@ def write_outputs(
     if data.voxel_ijk is not None:
         for axis, column in enumerate("ijk"):
             table[column] = np.asarray(data.voxel_ijk)[:, axis]
+    if data.target_labels is not None:
+        table["label"] = np.asarray(data.target_labels)
     # The tables' JSON sidecars (scores.json, metrics.json) carry what the HDF5 attrs carry.
     table_sidecar = {k: v for k, v in common.items() if k != "provenance"}
     provenance = attrs.get("provenance")

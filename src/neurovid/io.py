@@ -12,6 +12,14 @@ Responses file (``results/neural/{recording}.h5``)
     ``subject``, ``modality``, ``sampling_rate`` (Hz), ``provenance``.
     fMRI adds ``mask`` uint8 [X, Y, Z], ``affine`` float64 [4, 4] and
     ``voxel_ijk`` int32 [N, 3] (voxel of each column).
+    fMRI parcel targets (``neural.fmri.atlas``, :func:`neurovid.denoise.parcellate`)
+    add instead ``parcels`` int32 [X, Y, Z] (the atlas labels resampled to the
+    data grid, 0 outside the analysis mask and for labels without a target),
+    ``affine`` float64 [4, 4] and ``target_labels`` int32 [N] (the label value
+    of each column in ``parcels``); no ``mask`` / ``voxel_ijk``. Encoding copies
+    whichever geometry a recording has into ``scores.h5``, and
+    :func:`neurovid.stats.scores_to_images` paints a voxel's score or, for a
+    parcel, its score over every voxel of the parcel.
     Recordings read from NWB (:mod:`neurovid.nwb`) may add ``behavior``
     float32 [T, C] (behavior covariates such as running speed or pupil size,
     averaged over each response sample's window; NaN where the channel was not
@@ -295,6 +303,8 @@ class ResponseSet:
     behavior: np.ndarray | None = None
     behavior_names: np.ndarray | None = None
     censored: np.ndarray | None = None  # bool [T]; all False when the file has none
+    parcels: np.ndarray | None = None  # int32 [X, Y, Z] (fMRI parcel targets)
+    target_labels: np.ndarray | None = None  # int32 [N], each target's label in parcels
 
     @property
     def sampling_rate(self) -> float:
@@ -351,6 +361,8 @@ def write_responses(
     behavior: np.ndarray | None = None,
     behavior_names: np.ndarray | list[str] | None = None,
     censored: np.ndarray | None = None,
+    parcels: np.ndarray | None = None,
+    target_labels: np.ndarray | None = None,
 ) -> None:
     """Write a responses file (see module docstring for the contract)."""
     responses = np.asarray(responses, dtype=np.float32)
@@ -370,6 +382,8 @@ def write_responses(
         datasets["mask"] = np.asarray(mask, dtype=np.uint8)
         datasets["affine"] = np.asarray(affine, dtype=np.float64)
         datasets["voxel_ijk"] = np.asarray(voxel_ijk, dtype=np.int32)
+    if parcels is not None:
+        datasets.update(parcel_geometry(path, parcels, affine, target_labels, len(names)))
     if behavior is not None:
         behavior = np.asarray(behavior, dtype=np.float32)
         behavior_names = np.asarray(behavior_names, dtype=str)
@@ -391,6 +405,32 @@ def write_responses(
     write_h5(path, datasets, attrs)
 
 
+def parcel_geometry(
+    path: PathLike,
+    parcels: np.ndarray,
+    affine: np.ndarray | None,
+    target_labels: np.ndarray | None,
+    n_targets: int,
+) -> dict[str, np.ndarray]:
+    """The ``parcels`` / ``affine`` / ``target_labels`` datasets of parcel targets, checked:
+    a 3-D label volume, a 4x4 affine, one label per target, each label in the volume."""
+    parcels = np.asarray(parcels, dtype=np.int32)
+    labels = np.asarray(target_labels if target_labels is not None else [], dtype=np.int32)
+    if parcels.ndim != 3 or affine is None or np.shape(affine) != (4, 4):
+        raise ValueError(f"{path}: parcels need a 3-D label volume and a 4x4 affine")
+    if labels.shape != (n_targets,):
+        raise ValueError(f"{path}: {labels.size} target labels for {n_targets} targets")
+    in_volume = set(np.unique(parcels[parcels != 0]).tolist())
+    absent = sorted(set(labels.tolist()) - in_volume)
+    if absent:
+        raise ValueError(f"{path}: target label(s) {absent} have no voxel in parcels")
+    return {
+        "parcels": parcels,
+        "affine": np.asarray(affine, dtype=np.float64),
+        "target_labels": labels,
+    }
+
+
 def read_responses(path: PathLike) -> ResponseSet:
     """Read a responses file, checking the contract."""
     with h5py.File(path, "r") as h5:
@@ -410,6 +450,8 @@ def read_responses(path: PathLike) -> ResponseSet:
             behavior=h5["behavior"][...] if "behavior_names" in h5 else None,
             behavior_names=h5["behavior_names"].asstr()[...] if "behavior_names" in h5 else None,
             censored=h5["censored"][...].astype(bool) if "censored" in h5 else None,
+            parcels=h5["parcels"][...] if "parcels" in h5 else None,
+            target_labels=h5["target_labels"][...] if "target_labels" in h5 else None,
         )
     _check_times(path, rs.times, rs.responses.shape[0], "responses")
     if rs.censored is None:

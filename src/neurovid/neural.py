@@ -61,6 +61,9 @@ class Recording:
     mask: np.ndarray | None = None  # uint8 [X, Y, Z] (fMRI)
     affine: np.ndarray | None = None  # float64 [4, 4] (fMRI)
     voxel_ijk: np.ndarray | None = None  # int32 [N, 3] (fMRI)
+    # fMRI parcel targets (neurovid.denoise.parcellate) instead of mask / voxel_ijk:
+    parcels: np.ndarray | None = None  # int32 [X, Y, Z], label volume on the data grid
+    target_labels: np.ndarray | None = None  # int32 [N], each target's label in parcels
     info: dict[str, Any] = field(default_factory=dict)  # how it was read (for provenance)
     # NWB door (neurovid.nwb): behavior covariates on the response samples, and the
     # stimulus timeline read from the file ({"video_id", "onset"} dicts, onsets in s).

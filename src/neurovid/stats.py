@@ -2,6 +2,10 @@
 
 * :func:`scores_to_images` turns a subject's ``scores.h5`` (one value per
   voxel of the fMRI mask) back into volumes, NaN outside the subject's mask.
+  Parcel targets (``neural.fmri.atlas``: ``parcels`` + ``target_labels`` in
+  scores.h5, see :mod:`neurovid.io`) are painted: each parcel's score on every
+  voxel of the parcel, NaN elsewhere. Such maps are marked as parcel maps in
+  their NIfTI header (``descrip`` = :data:`PARCEL_MAP`).
 * :func:`group_test` runs a one-sample t-test of Fisher-z transformed
   held-out correlations across subjects, voxel by voxel, with
   Benjamini-Hochberg FDR correction.
@@ -12,6 +16,20 @@ Missing subjects
     subject is *missing* at that voxel, never r = 0: each voxel's t-test uses
     exactly the subjects with a finite r there (:func:`subject_counts` per
     voxel, written as ``n_subjects.nii.gz``).
+
+Parcel maps
+    A painted parcel map holds one value per parcel, so a voxelwise test would
+    test each parcel once per voxel: the same t and p on every voxel, and an
+    FDR family of voxels in which a large parcel counts hundreds of times and
+    pulls the BH threshold. A scientist who chose parcels expects one test per
+    parcel and an FDR family of parcels, so when every map is a parcel map
+    :func:`group_test` tests each *unit* once and paints t, p and q back over
+    its voxels. A unit is a set of voxels that hold identical values in every
+    subject (NaN pattern included): a parcel, or, where subjects' masks
+    differ, the part of a parcel that the same subjects cover. (Two parcels
+    equal in every subject would be one test; with real data they never are.)
+    The summary's ``units`` says which was tested and ``n_tests`` is the FDR
+    family size; ``n_voxels`` stays the number of voxels that got a test.
 
 Excluded voxels
     A voxel is tested only if at least ``min_subjects`` (>= 2, config
@@ -37,6 +55,8 @@ import scipy.stats
 from neurovid import io
 from neurovid.errors import InputError
 
+#: NIfTI header ``descrip`` of a score map painted from parcel targets.
+PARCEL_MAP = "neurovid parcel map"
 #: Correlations are clipped to +-R_MAX before arctanh, so |z| stays finite (~8.3).
 R_MAX = 1.0 - 1e-7
 ALTERNATIVES = ("greater", "two-sided", "less")
@@ -133,39 +153,68 @@ def _image(volume: np.ndarray, affine: np.ndarray, dtype: Any = np.float32) -> n
 def scores_to_images(
     scores_h5: io.PathLike, datasets: Sequence[str] = ("r", "r2")
 ) -> tuple[nib.Nifti1Image, ...]:
-    """Volumes of per-voxel ``datasets`` of an fMRI ``scores.h5`` (held-out r and R² by
+    """Volumes of per-target ``datasets`` of an fMRI ``scores.h5`` (held-out r and R² by
     default; e.g. ``unique_<space>`` of a partitioned model), NaN outside the mask.
 
-    NaN means "no score for this subject here" (outside its mask, or a
-    constant voxel inside it), so :func:`group_test` treats the subject as
-    missing there instead of r = 0.
+    Voxel targets (``mask``, ``affine``, ``voxel_ijk``) fill their voxel; parcel
+    targets (``parcels``, ``affine``, ``target_labels``) fill every voxel of their
+    parcel, and the image is marked :data:`PARCEL_MAP`. NaN means "no score for this
+    subject here" (outside its mask, or a constant target), so :func:`group_test`
+    treats the subject as missing there instead of r = 0.
 
     Raises:
-        InputError: the file has no ``mask``/``affine``/``voxel_ijk`` (not fMRI).
+        InputError: the file has neither geometry (not fMRI), or it does not match
+            the number of targets.
     """
     with h5py.File(scores_h5, "r") as h5:
-        missing = [k for k in (*datasets, "mask", "affine", "voxel_ijk") if k not in h5]
+        geometry = ("parcels", "affine", "target_labels")
+        if "voxel_ijk" in h5 or "parcels" not in h5:
+            geometry = ("mask", "affine", "voxel_ijk")
+        missing = [k for k in (*datasets, *geometry) if k not in h5]
         if missing:
             raise InputError(
                 scores_h5,
-                f"dataset(s) {', '.join(missing)} missing; score maps need an fMRI scores file (with mask, affine and voxel_ijk).",
+                f"dataset(s) {', '.join(missing)} missing; score maps need an fMRI scores file (with mask, affine and voxel_ijk, or parcels, affine and target_labels).",
                 "only request r.nii.gz for fMRI subjects.",
             )
         values = [h5[k][...] for k in datasets]
-        mask, affine, ijk = h5["mask"][...], h5["affine"][...], h5["voxel_ijk"][...]
+        grid, affine, where = (h5[k][...] for k in geometry)
+    parcels = geometry[0] == "parcels"
     images = []
-    for name, per_voxel in zip(datasets, values, strict=True):
-        if ijk.shape != (len(per_voxel), 3):
+    for name, per_target in zip(datasets, values, strict=True):
+        expected = (len(per_target),) if parcels else (len(per_target), 3)
+        if where.shape != expected:
             raise InputError(
                 scores_h5,
-                f"voxel_ijk has shape {ijk.shape} for {len(per_voxel)} targets of {name}.",
+                f"{geometry[2]} has shape {where.shape} for {len(per_target)} targets of {name}.",
                 "re-run the encode step.",
-                field="voxel_ijk",
+                field=geometry[2],
             )
-        volume = np.full(mask.shape, np.nan, dtype=np.float32)
-        volume[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = per_voxel
-        images.append(_image(volume, affine))
+        if parcels:
+            volume = paint_parcels(grid, where, per_target)
+        else:
+            volume = np.full(grid.shape, np.nan, dtype=np.float32)
+            volume[where[:, 0], where[:, 1], where[:, 2]] = per_target
+        img = _image(volume, affine)
+        if parcels:
+            img.header["descrip"] = PARCEL_MAP
+        images.append(img)
     return tuple(images)
+
+
+def paint_parcels(parcels: np.ndarray, labels: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """float32 volume of ``parcels``' shape: ``values[i]`` on every voxel whose label is
+    ``labels[i]``, NaN on label 0 and on labels without a value."""
+    parcels = np.asarray(parcels, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    volume = np.full(parcels.shape, np.nan, dtype=np.float32)
+    if labels.size == 0:
+        return volume
+    order = np.argsort(labels, kind="stable")
+    position = np.minimum(np.searchsorted(labels[order], parcels), len(labels) - 1)
+    found = (parcels != 0) & (labels[order][position] == parcels)
+    volume[found] = np.asarray(values, dtype=np.float32)[order][position[found]]
+    return volume
 
 
 # --------------------------------------------------------------------------- group test
@@ -179,8 +228,9 @@ class GroupResult:
     summary: dict[str, Any]
 
 
-def _load_maps(paths: Sequence[io.PathLike]) -> tuple[np.ndarray, np.ndarray]:
-    data, affine, shape = [], None, None
+def _load_maps(paths: Sequence[io.PathLike]) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The maps [S, X, Y, Z], their affine, and whether they are parcel maps."""
+    data, affine, shape, kinds = [], None, None, []
     for path in paths:
         try:
             img = nib.load(os.fspath(path))
@@ -205,8 +255,25 @@ def _load_maps(paths: Sequence[io.PathLike]) -> tuple[np.ndarray, np.ndarray]:
                 field="affine",
             )
         data.append(volume)
+        kinds.append(np.asarray(img.header["descrip"]).item() == PARCEL_MAP.encode())
     assert affine is not None
-    return np.stack(data), np.asarray(affine)
+    if any(kinds) and not all(kinds):
+        raise InputError(
+            paths[kinds.index(not kinds[0])],
+            f"is a {'parcel' if not kinds[0] else 'voxel'} map but {paths[0]} is a {'parcel' if kinds[0] else 'voxel'} map; one group test needs one kind of target.",
+            "ingest every subject with the same `neural.fmri.atlas` and re-run.",
+            field="neural.fmri.atlas",
+        )
+    return np.stack(data), np.asarray(affine), all(kinds)
+
+
+def parcel_units(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Columns of ``flat`` [S, V] that hold identical values in every subject (NaN
+    pattern included): (one column per unit [S, U], the unit of each column [V])."""
+    finite = np.isfinite(flat)
+    key = np.concatenate([np.where(finite, flat, 0.0), finite], axis=0).T
+    _, first, unit = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    return flat[:, first], unit.ravel()
 
 
 def _check_group_size(paths: Sequence[io.PathLike], min_subjects: int) -> None:
@@ -280,6 +347,8 @@ def group_test(
     summary is the smallest significant |t| (None when nothing survives).
     The summary's ``n_voxels`` is the number of tested voxels, i.e. the FDR
     family size; the ``n_voxels_*`` keys say why the other voxels were not.
+    Parcel maps (:data:`PARCEL_MAP`, all of them) are tested once per parcel and
+    painted back; their FDR family is the parcels (``n_tests``; module docstring).
 
     Raises:
         InputError: fewer than 2 maps, ``min_subjects`` outside 2..number of
@@ -288,12 +357,20 @@ def group_test(
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
     _check_group_size(r_map_paths, min_subjects)
-    maps, affine = _load_maps(r_map_paths)
+    maps, affine, parcels = _load_maps(r_map_paths)
     shape = maps.shape[1:]
     flat = maps.reshape(len(maps), -1)
     counts = subject_counts(flat)
-    t, p = one_sample_t(fisher_z(flat), alternative, min_subjects)
-    q = fdr_bh(p)
+    if parcels:  # one test per parcel, painted back (module docstring: Parcel maps)
+        units, unit = parcel_units(flat)
+        t, p = one_sample_t(fisher_z(units), alternative, min_subjects)
+        q = fdr_bh(p)
+        n_tests = int(np.isfinite(p).sum())
+        t, p, q = t[unit], p[unit], q[unit]
+    else:
+        t, p = one_sample_t(fisher_z(flat), alternative, min_subjects)
+        q = fdr_bh(p)
+        n_tests = int(np.isfinite(p).sum())
     significant = _significant(t, q, fdr_alpha, alternative)
     n_significant = int(significant.sum())
     volumes = {
@@ -310,6 +387,8 @@ def group_test(
         "subjects": list(subjects) if subjects is not None else [str(x) for x in r_map_paths],
         "n_subjects": len(r_map_paths),
         **_coverage(counts, t, min_subjects),
+        "units": "parcels" if parcels else "voxels",
+        "n_tests": n_tests,
         "n_significant": n_significant,
         "fdr_alpha": float(fdr_alpha),
         "alternative": alternative,

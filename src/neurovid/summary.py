@@ -150,7 +150,20 @@ def significant_targets(
     scores_path: io.PathLike,
     mask_path: io.PathLike,
 ) -> np.ndarray:
-    """Which targets (voxels) of an fMRI scores file lie in the group's FDR mask [N] bool."""
+    """Which targets of an fMRI scores file lie in the group's FDR mask [N] bool: a voxel
+    target in it, or a parcel target (``parcels``/``target_labels``) with a voxel in it
+    (the group test paints one result over the whole parcel, :mod:`neurovid.stats`)."""
+    if "parcels" in arrays and "target_labels" in arrays and "voxel_ijk" not in arrays:
+        parcels = np.asarray(arrays["parcels"])
+        if parcels.shape != tuple(fdr_mask.shape):
+            raise InputError(
+                mask_path,
+                f"grid {fdr_mask.shape} differs from {scores_path}'s parcels {parcels.shape}.",
+                "re-run group_stats after encode, so both are on the subjects' common grid.",
+                field="shape",
+            )
+        hit = np.unique(parcels[(fdr_mask > 0) & (parcels != 0)])
+        return np.isin(np.asarray(arrays["target_labels"]), hit)
     if "voxel_ijk" not in arrays or "mask" not in arrays:
         raise InputError(
             scores_path,
