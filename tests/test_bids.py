@@ -163,3 +163,19 @@ def test_the_demo_comes_through_the_bids_door(repo: Path) -> None:
     assert row["confounds"] == (
         "results/demo/fmriprep/sub-02/func/sub-02_task-movie_run-3_desc-confounds_timeseries.tsv"
     )
+
+
+def test_paths_stay_relative_and_the_same_once_the_workflow_made_the_derivatives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Snakemake re-runs a job whose set of input files changed: the sheet must name the
+    # same files before and after the derivatives exist, and in a copied project.
+    monkeypatch.chdir(tmp_path)
+    make_bids(Path("ds"), Path("unused"), derivatives=False, events=EVENTS)
+    work = {"root": "ds", "derivatives": "results/fmriprep", "space": SPACE}
+    before = bids.bids_recordings(work, VIDEOS, workdir=tmp_path)
+    make_bids(Path("ds"), Path("results/fmriprep"), events=EVENTS)  # what the jobs make
+    after = bids.bids_recordings(work, VIDEOS, workdir=tmp_path)
+    pd.testing.assert_frame_equal(before, after)
+    assert after.at[0, "events"] == "ds/sub-01/func/sub-01_task-movie_run-1_events.tsv"
+    assert not any(Path(p).is_absolute() for p in after[["path", "sidecar", "confounds"]].iloc[0])

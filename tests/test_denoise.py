@@ -294,6 +294,16 @@ def test_confounds_rows_must_match_volumes(tmp_path):
     assert not (tmp_path / "neural" / "r1.h5").exists()
 
 
+def test_more_regressors_than_a_short_run_can_take_is_refused(tmp_path):
+    conf = _write_confounds(tmp_path / "c.tsv", _motion(np.random.default_rng(0), 30))
+    with pytest.raises(InputError) as err:  # 30 volumes - (24 motion + 1 drift) < 10
+        _ingest(tmp_path, "r1", _run_data(30), DenoiseSettings(motion=24), confounds=conf)
+    msg = str(err.value)
+    assert f"{conf} [denoise]" in msg and "keeps 30 volumes but its denoising regresses 25" in msg
+    assert "motion: 6" in msg and not (tmp_path / "neural" / "r1.h5").exists()
+    _ingest(tmp_path, "r1", _run_data(30), DenoiseSettings(motion=6), confounds=conf)  # 8: fine
+
+
 def test_strategy_naming_missing_columns(tmp_path):
     table = _motion(np.random.default_rng(0), 30)[MOTION]
     table["a_comp_cor_00"] = 0.0

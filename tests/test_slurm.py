@@ -52,7 +52,13 @@ TEST_CONFIG = {
     # The fMRI subject comes through the BIDS door, as in the demo: SLURM jobs re-read the
     # Snakefile and must take its runs from the sheet the main process derived.
     "bids": {"root": "ci/bids", "derivatives": "results/demo/fmriprep", "task": "movie"},
-    "demo": {"generated": {"gen01": 12}},
+    # Short runs (13-20 volumes): no simulated artefacts, and denoising that such runs can
+    # take (24 motion parameters + aCompCor would leave no degrees of freedom: refused).
+    "demo": {
+        "generated": {"gen01": 12},
+        "artefacts": {"drift_sd": 0.0, "motion_sd": 0.0, "jumps": 0, "spike_sd": 0.0},
+    },
+    "neural": {"fmri": {"denoise": {"motion": "none", "acompcor": 0, "fd_threshold_mm": None}}},
 }
 
 

@@ -308,19 +308,27 @@ def bids_recordings(
                 "recording_id": name,
                 "subject": f"sub-{entities['subject']}",
                 "modality": "fmri",
-                "path": str(files["path"]),
+                "path": relative_to(files["path"], workdir),
                 "stimulus": events_timeline(event_file, lookup, stim_column, videos_sheet),
                 "tr": raw_repetition_time(root, entities, tr_cache),
-                "sidecar": None if files["sidecar"] is None else str(files["sidecar"]),
-                "confounds": None if files["confounds"] is None else str(files["confounds"]),
-                "events": str(event_file),
+                "sidecar": None
+                if files["sidecar"] is None
+                else relative_to(files["sidecar"], workdir),
+                "confounds": None
+                if files["confounds"] is None
+                else relative_to(files["confounds"], workdir),
+                "events": relative_to(event_file, workdir),
             }
         )
     return pd.DataFrame(rows, columns=list(SHEET_COLUMNS))
 
 
 def relative_to(path: str | Path, workdir: Path) -> str:
-    """``path`` relative to ``workdir`` when under it (how sheets name files)."""
+    """``path`` relative to ``workdir`` when under it (how sheets name files). pybids
+    returns absolute paths: kept as they are, a copied or moved project would re-run
+    every job of its runs (Snakemake compares the set of input files), and the first
+    invocation (derivatives made by the workflow, named relative) would differ from
+    the next."""
     path = Path(path)
     try:
         return str(path.resolve().relative_to(workdir.resolve()))

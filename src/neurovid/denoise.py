@@ -398,6 +398,45 @@ def clean_run(
     return out
 
 
+#: Kept volumes a cleaned run must have beyond its regressors (drift, cosines, confounds).
+MIN_DEGREES_OF_FREEDOM = 10
+
+
+def check_degrees_of_freedom(
+    n: int,
+    tr: float,
+    settings: DenoiseSettings,
+    confounds: np.ndarray | None,
+    censored: np.ndarray,
+    where: str | Path | None,
+    recording_id: str,
+) -> None:
+    """Refuse a strategy with (nearly) as many regressors as kept volumes: nilearn would
+    fit the run away and leave noise, silently (a short run with 24 motion parameters,
+    aCompCor and cosines).
+
+    Raises:
+        InputError: fewer than MIN_DEGREES_OF_FREEDOM kept volumes beyond the regressors.
+    """
+    cosine = settings.filter == "cosine" and settings.high_pass_s is not None
+    drift = drift_regressors(
+        n, tr, settings.detrend_order, settings.high_pass_s if cosine else None
+    )
+    n_regressors = drift.shape[1] + (0 if confounds is None else confounds.reshape(n, -1).shape[1])
+    kept = int(n - np.asarray(censored, dtype=bool).sum())
+    if kept - n_regressors < MIN_DEGREES_OF_FREEDOM:
+        raise InputError(
+            where,
+            f"run {recording_id or '?'} keeps {kept} volumes but its denoising regresses "
+            f"{n_regressors} terms (drift/cosines {drift.shape[1]}, confounds "
+            f"{n_regressors - drift.shape[1]}): fewer than {MIN_DEGREES_OF_FREEDOM} degrees "
+            "of freedom are left, and the cleaned run would be noise.",
+            f"use fewer confounds for short runs (`{_SECTION}.motion: 6`, `acompcor: 0`, a "
+            "longer `high_pass_s`), or leave the run out.",
+            field="denoise",
+        )
+
+
 @dataclass
 class Denoised:
     """A cleaned run: responses [T, N], censored [T] and what was done (for provenance)."""
@@ -466,6 +505,7 @@ def denoise_run(
                 field=FD_COLUMN,
             )
         info.update(confounds=str(path), columns=columns)
+    check_degrees_of_freedom(n, tr, used, matrix, censored, confounds_path, recording_id)
     cleaned = clean_run(responses, tr, used, matrix, censored)
     info["n_censored"] = int(censored.sum())
     info["censored_volumes"] = np.flatnonzero(censored).tolist()
