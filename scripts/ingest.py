@@ -58,19 +58,5 @@ attrs = {
     **({"stimulus_events": rec.stimulus_events} if rec.stimulus_events is not None else {}),
     "provenance": io.provenance("ingest", params, inputs, packages),
 }
-io.write_responses(
-    snakemake.output[0],
-    rec.responses,
-    rec.times,
-    rec.target_names,
-    attrs,
-    mask=rec.mask,
-    affine=rec.affine,
-    voxel_ijk=rec.voxel_ijk,
-    behavior=rec.behavior,
-    behavior_names=rec.behavior_names,
-    censored=rec.censored,
-    parcels=rec.parcels,
-    target_labels=rec.target_labels,
-)
+rec.write(snakemake.output[0], attrs)
 log.info("wrote %s", snakemake.output[0])

@@ -181,19 +181,7 @@ def _ingest(tmp, name, data, settings, confounds=None, atlas=None) -> Path:
     )
     attrs = {"recording_id": name, "subject": "s1", "modality": "fmri"}
     attrs.update(sampling_rate=rec.sampling_rate, ingest=rec.info)
-    io.write_responses(
-        out,
-        rec.responses,
-        rec.times,
-        rec.target_names,
-        attrs,
-        mask=rec.mask,
-        affine=rec.affine,
-        voxel_ijk=rec.voxel_ijk,
-        censored=rec.censored,
-        parcels=rec.parcels,
-        target_labels=rec.target_labels,
-    )
+    rec.write(out, attrs)
     return out
 
 

@@ -56,19 +56,7 @@ def _ingest(tmp: Path, name: str, data: np.ndarray) -> Path:
     )
     out = tmp / "neural" / f"{name}.h5"
     attrs = {"recording_id": name, "subject": "s1", "modality": "fmri"}
-    io.write_responses(
-        out,
-        rec.responses,
-        rec.times,
-        rec.target_names,
-        {**attrs, "sampling_rate": rec.sampling_rate},
-        mask=rec.mask,
-        affine=rec.affine,
-        voxel_ijk=rec.voxel_ijk,
-        censored=rec.censored,
-        parcels=rec.parcels,
-        target_labels=rec.target_labels,
-    )
+    rec.write(out, {**attrs, "sampling_rate": rec.sampling_rate})
     return out
 
 

@@ -78,6 +78,28 @@ class Recording:
         """Seconds covered by the samples (number of samples / sampling rate)."""
         return len(self.times) / self.sampling_rate
 
+    def write(self, path: str | Path, attrs: dict[str, Any]) -> None:
+        """Write it as a responses file (:func:`neurovid.io.write_responses`) with every
+        optional part it carries: fMRI geometry or parcels, behavior channels, censored
+        volumes. The one place that lists them, for the ingest script and the tests."""
+        from neurovid.io import write_responses
+
+        write_responses(
+            path,
+            self.responses,
+            self.times,
+            self.target_names,
+            attrs,
+            mask=self.mask,
+            affine=self.affine,
+            voxel_ijk=self.voxel_ijk,
+            behavior=self.behavior,
+            behavior_names=self.behavior_names,
+            censored=self.censored,
+            parcels=self.parcels,
+            target_labels=self.target_labels,
+        )
+
 
 def _given(value: Any) -> bool:
     """A sheet value that was filled in (not None, NaN or an empty string)."""
