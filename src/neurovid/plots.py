@@ -6,7 +6,7 @@ Every figure is written atomically as PNG with its provenance (JSON) in the PNG
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import matplotlib
@@ -198,22 +198,43 @@ def model_comparison_figure(
     """
     models = list(mean_r)
     subjects = list(dict.fromkeys(s for scores in mean_r.values() for s in scores))
-    width = 0.8 / max(len(models), 1)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(subjects) * max(len(models), 2)), 4))
-    for m, model in enumerate(models):
-        xs = [i for i, s in enumerate(subjects) if s in mean_r[model]]
-        values = [float(mean_r[model][subjects[i]]) for i in xs]
-        bars = ax.bar(
-            np.asarray(xs) + (m - (len(models) - 1) / 2) * width, values, width, label=model
-        )
-        ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
-    ax.axhline(0, color="k", linewidth=0.8)
-    ax.set_xticks(range(len(subjects)), subjects, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("mean held-out Pearson r")
-    ax.set_title(title)
-    ax.legend(fontsize=8, frameon=False)
+    _grouped_bars(ax, mean_r, subjects, fmt="%.2f")
+    _finish_bars(ax, subjects, "mean held-out Pearson r", title)
     plotted = {model: {s: float(v) for s, v in scores.items()} for model, scores in mean_r.items()}
     save_figure(fig, path, {**dict(provenance), "plotted": plotted})
+
+
+def _grouped_bars(
+    ax: Any,
+    series: Mapping[str, Mapping[str, float]],
+    columns: list[str],
+    *,
+    fmt: str,
+    label: Callable[[str], str] = str,
+    color: Callable[[int, str], str | None] = lambda j, name: None,
+) -> None:
+    """One bar series per key of ``series`` ({name: {column: value}}), side by side at
+    each column; a column a series lacks is a gap. Values are written on the bars."""
+    width = 0.8 / max(len(series), 1)
+    for j, (name, values) in enumerate(series.items()):
+        xs = [i for i, c in enumerate(columns) if c in values]
+        bars = ax.bar(
+            np.asarray(xs) + (j - (len(series) - 1) / 2) * width,
+            [float(values[columns[i]]) for i in xs],
+            width,
+            label=label(name),
+            color=color(j, name),
+        )
+        ax.bar_label(bars, fmt=fmt, fontsize=7, padding=1)
+
+
+def _finish_bars(ax: Any, columns: list[str], ylabel: str, title: str) -> None:
+    ax.axhline(0, color="k", linewidth=0.8)
+    ax.set_xticks(range(len(columns)), columns, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8, frameon=False)
 
 
 def partition_figure(
@@ -230,24 +251,17 @@ def partition_figure(
     """
     subjects = list(means)
     parts = list(dict.fromkeys(p for values in means.values() for p in values))
-    width = 0.8 / max(len(parts), 1)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(subjects) * max(len(parts), 2)), 4))
-    for j, part in enumerate(parts):
-        xs = [i for i, s in enumerate(subjects) if part in means[s]]
-        values = [float(means[subjects[i]][part]) for i in xs]
-        bars = ax.bar(
-            np.asarray(xs) + (j - (len(parts) - 1) / 2) * width,
-            values,
-            width,
-            label=f"unique: {part.removeprefix('unique_')}" if part != "shared" else "shared",
-            color="0.6" if part == "shared" else f"C{j}",
-        )
-        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
-    ax.axhline(0, color="k", linewidth=0.8)
-    ax.set_xticks(range(len(subjects)), subjects, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("mean held-out R² (unique per space, shared)")
-    ax.set_title(title)
-    ax.legend(fontsize=8, frameon=False)
+    by_part = {p: {s: v[p] for s, v in means.items() if p in v} for p in parts}
+    _grouped_bars(
+        ax,
+        by_part,
+        subjects,
+        fmt="%.3f",
+        label=lambda p: "shared" if p == "shared" else f"unique: {p.removeprefix('unique_')}",
+        color=lambda j, p: "0.6" if p == "shared" else f"C{j}",
+    )
+    _finish_bars(ax, subjects, "mean held-out R² (unique per space, shared)", title)
     plotted = {s: {p: float(v) for p, v in values.items()} for s, values in means.items()}
     save_figure(fig, path, {**dict(provenance), "plotted": plotted})
 
