@@ -44,6 +44,7 @@ from typing import Any
 import pandas as pd
 
 from neurovid.errors import InputError
+from neurovid.sheets import RESULTS_DIR
 
 #: BIDS entities that name a run, in BIDS filename order (the recording id keeps them).
 RUN_ENTITIES = ("subject", "session", "task", "acquisition", "direction", "run", "echo")
@@ -69,7 +70,6 @@ SHEET_COLUMNS = (
     "confounds",
     "events",
 )
-RESULTS_DIR = "results"
 
 
 def _layout(root: Path, what: str, derivative: bool = False) -> Any:
