@@ -1,4 +1,5 @@
 # Config and sample-sheet validation, wildcard constraints, input functions.
+import functools
 import os
 import sys
 from pathlib import Path
@@ -289,10 +290,28 @@ def recording_cell(recording, column):
     return None if value is None or pd.isna(value) else str(value)
 
 
+@functools.cache
 def model_subjects(model):
-    """Subjects a model is fit on: those whose modality the model lists."""
-    wanted = set(MODELS[model]["modalities"])
-    return [s for s in SUBJECT_RUNS if subject_modality(s) in wanted]
+    """Subjects a model is fit on: those whose modality the model lists and, when its
+    features name body spaces, whose runs give that behavior (neurovid.body); the
+    subjects left out are named once, when the DAG is built."""
+    spec = MODELS[model]
+    runs = {
+        s: r
+        for s, r in SUBJECT_RUNS.items()
+        if subject_modality(s) in set(spec["modalities"])
+    }
+    fit, left_out = body.subjects_with_body(
+        model, spec["features"], runs, RECORDING_ROWS, recording_sheet
+    )
+    if left_out and workflow.is_main_process:
+        print(
+            f"neurovid: model {model} is not fit on {', '.join(left_out)}: no run of "
+            "theirs gives the behavior of its body spaces "
+            f"({', '.join(s for s in spec['features'] if body.is_body_space(s))}).",
+            file=sys.stderr,
+        )
+    return fit
 
 
 def model_subject_pairs():

@@ -141,6 +141,8 @@ rule demo_mouse_run:
     output:
         table="results/demo/mice/{recording}.tsv",
         table_sidecar="results/demo/mice/{recording}.json",
+        behavior="results/demo/mice/{recording}.behavior.tsv",
+        behavior_sidecar="results/demo/mice/{recording}.behavior.json",
         truth="results/demo/mice/{recording}.truth.h5",
     log:
         "results/logs/demo/mouse_{recording}.log",
@@ -154,6 +156,8 @@ rule demo_mouse_run:
         sampling_rate=lambda wc: recording_value(wc.recording, "sampling_rate"),
         tail_s=config["demo"]["tail_s"],
         seed=lambda wc: [config["demo"]["seed"], wc.recording],
+        # the treadmill log's rig clock starts this long before the recording (0 if unset)
+        behavior_offset_s=lambda wc: demo_behavior_offset(wc.recording),
     script:
         "../scripts/demo_mouse_run.py"
 

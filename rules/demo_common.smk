@@ -49,3 +49,9 @@ def demo_mouse_recordings(extension):
         if row["modality"] != "fmri" and str(row["path"]).endswith(extension)
     ]
     return "|".join(ids) or "(?!)"
+
+
+def demo_behavior_offset(recording):
+    """The sheet's behavior_offset_s of a demo mouse run (its treadmill log's clock), 0 if empty."""
+    value = recording_value(recording, "behavior_offset_s")
+    return 0.0 if value is None or pd.isna(value) else float(value)

@@ -1,4 +1,5 @@
-"""One simulated mouse run (spikes or calcium) of the demo as a table -> results/demo/mice/{recording}.tsv (+ .truth.h5)."""
+"""One simulated mouse run (spikes or calcium) of the demo as a table -> results/demo/mice/{recording}.tsv
+(+ .truth.h5), and its running speed as the rig's treadmill log ({recording}.behavior.tsv)."""
 
 from neurovid import io
 from neurovid.demo import responses
@@ -22,6 +23,7 @@ params = {
     "sampling_rate": float(p.sampling_rate),
     "tail_s": float(p.tail_s),
     "seed": list(p.seed),
+    "behavior_offset_s": float(p.behavior_offset_s),
 }
 inputs = {"truth": snakemake.input.truth}
 inputs.update(
@@ -29,5 +31,14 @@ inputs.update(
 )
 attrs = {"provenance": io.provenance("demo_mouse_run", params, inputs), "modality": p.modality}
 io.write_table(snakemake.output.table, table, provenance=attrs["provenance"])
+treadmill = responses.treadmill_table(
+    run_truth["times"], run_truth["running_speed"], float(p.behavior_offset_s)
+)
+io.write_table(snakemake.output.behavior, treadmill, provenance=attrs["provenance"])
 io.write_h5(snakemake.output.truth, run_truth, attrs, compression="gzip")
-log.info("wrote %s and %s", snakemake.output.table, snakemake.output.truth)
+log.info(
+    "wrote %s, %s and %s",
+    snakemake.output.table,
+    snakemake.output.behavior,
+    snakemake.output.truth,
+)

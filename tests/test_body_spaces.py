@@ -392,6 +392,29 @@ def test_body_space_for_a_recording_without_behavior(
     assert f"or leave {space} out of the `features` of the models fit on its subject" in message
 
 
+def test_a_body_model_is_fit_on_the_subjects_with_that_behavior() -> None:
+    rows = {
+        "a1": {"nwb_behavior": "running_speed"},
+        "a2": {"behavior": "a2_treadmill.tsv"},
+        "b1": {"behavior_video": "cam-b1", "behavior_offset_s": 0.0},
+        "c1": {},
+        "d1": {"behavior": "d1.tsv"},
+        "d2": {"behavior": ""},
+    }
+    runs = {"a": ["a1", "a2"], "b": ["b1"], "c": ["c1"]}
+    fit = body.subjects_with_body("m", ["motion_energy", "behavior_channels"], runs, rows)
+    assert fit == (["a"], ["b", "c"])
+    assert body.subjects_with_body("m", ["motion_svd"], runs, rows) == (["b"], ["a", "c"])
+    assert body.subjects_with_body("m", ["motion_energy"], runs, rows) == (["a", "b", "c"], [])
+    with pytest.raises(InputError) as err:
+        body.subjects_with_body(
+            "m", ["behavior_channels"], {"d": ["d1", "d2"]}, rows, lambda run: f"{run}.tsv"
+        )
+    assert str(err.value).startswith(
+        "d2.tsv [behavior]: model 'm' uses the body feature spaces ['behavior_channels'], but only some runs of subject 'd' give that behavior (lacking: d2)."
+    )
+
+
 # ---------------------------------------------------------------- the workflow plans it
 
 
@@ -475,6 +498,11 @@ def test_workflow_plans_the_body_spaces_of_a_model(tmp_path: Path) -> None:
         "results/features/motion_svd/cam.h5",
     ]
     assert ("motion_svd", "results/features/motion_svd/cam.h5") in jobs
+    # `all` fits the model on the subjects with behavior, and names those left out
+    assert (
+        "neurovid: model body is not fit on mouse2: no run of theirs gives the behavior of its body spaces (behavior_channels)."
+        in done.stderr
+    )
 
     # the model on a subject whose recording has no behavior channels: an error naming it
     done = dry_run(work, ["results/encoding/body/mouse2/scores.h5"])

@@ -353,14 +353,18 @@ def mouse(tmp_path_factory) -> dict:
     outputs = {"nwb": str(tmp / "mice" / "mouse-1_run-1.nwb"), "truth": str(tmp / "mice" / "t.h5")}
     run_script("demo_mouse_nwb", tmp, input=inputs, output=outputs, params=params)
     # The table route of today's demo, same seed: the same spikes.
-    table_out = {"table": str(tmp / "mice" / "m.tsv"), "truth": str(tmp / "mice" / "m.truth.h5")}
+    table_out = {
+        "table": str(tmp / "mice" / "m.tsv"),
+        "behavior": str(tmp / "mice" / "m.behavior.tsv"),
+        "truth": str(tmp / "mice" / "m.truth.h5"),
+    }
     table_params = {k: params[k] for k in ("timeline", "sampling_rate", "tail_s", "seed")}
     run_script(
         "demo_mouse_run",
         tmp,
         input=inputs,
         output=table_out,
-        params={**table_params, "modality": "spikes"},
+        params={**table_params, "modality": "spikes", "behavior_offset_s": -2.0},
     )
     return {
         "tmp": tmp,
@@ -395,6 +399,25 @@ def test_nwb_mouse_reads_back_equal_to_the_simulation(mouse) -> None:
     np.testing.assert_allclose(presentations["start_time"], [12.5, 17.5])
     np.testing.assert_allclose(presentations["stop_time"], [12.5 + 4.0, 17.5 + 30.0])
     assert back["provenance"]["step"] == "demo_mouse_nwb" and back["subject"] == "mouse-1"
+
+
+def test_treadmill_log_placed_at_its_offset_gives_the_simulated_speed(mouse) -> None:
+    from neurovid.body import table_channels
+
+    path = mouse["table"]["behavior"]
+    log = pd.read_csv(path, sep="\t")
+    assert list(log.columns) == ["behavior_time", "running_speed"]
+    assert log["behavior_time"].iloc[0] == pytest.approx(0.05 + 2.0)  # the rig started 2 s early
+    truth = R.read_truth(mouse["table"]["truth"])
+    times = truth["times"]
+    speed, names = table_channels(path, times, 10.0, -2.0, recording="m", sheet="recordings.tsv")
+    assert names == ["running_speed"]
+    np.testing.assert_allclose(speed[:, 0], truth["running_speed"], rtol=1e-5)
+    # Read with the wrong sign the log lands 4 s (40 samples) late: its edges are NaN.
+    late, _ = table_channels(path, times, 10.0, 2.0, recording="m", sheet="recordings.tsv")
+    assert np.isnan(late[:40, 0]).all() and np.isfinite(late[40:, 0]).all()
+    provenance = json.loads(Path(path).with_suffix(".json").read_text())["provenance"]
+    assert provenance["params"]["behavior_offset_s"] == -2.0
 
 
 def test_nwb_mouse_passes_the_inspector_and_is_deterministic(mouse, tmp_path: Path) -> None:

@@ -79,6 +79,24 @@ def test_zscore_runs_by_hand_and_constant_columns_become_zero() -> None:
     np.testing.assert_allclose(out, [[-1, 0], [1, 0], [-1, -1], [1, 1]])
 
 
+def test_shared_pca_fits_each_input_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import neurovid.encoding as encoding
+
+    fitted, real = [], encoding._fit_pca
+    monkeypatch.setattr(
+        encoding, "_fit_pca", lambda X, share: fitted.append(share) or real(X, share)
+    )
+    X = np.random.default_rng(0).standard_normal((50, 6))
+    with encoding.shared_pca():
+        first = fit_pca(X, 0.9)
+        assert fit_pca(X.copy(), 0.9) is first  # same rows and columns: the fitted model
+        assert fit_pca(np.asfortranarray(X), 0.9) is first
+        assert fit_pca(X, 0.8) is not first and fit_pca(X[:-1], 0.9) is not first
+        assert len(fitted) == 3
+    assert fit_pca(X, 0.9) is not first and len(fitted) == 4  # no cache outside
+    np.testing.assert_array_equal(fit_pca(X, 0.9).components, first.components)
+
+
 def test_pca_keeps_the_fewest_components_reaching_the_share() -> None:
     # Columns a, a, b, c with a, b, c orthogonal, zero-mean, equal variance: the
     # correlation matrix has eigenvalues 2, 1, 1, 0 -> shares 0.5, 0.25, 0.25, 0.

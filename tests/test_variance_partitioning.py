@@ -293,3 +293,40 @@ def test_encode_script_writes_the_partition_and_its_maps_and_figures(tmp_path: P
         log=namedlist([str(tmp_path / "brains.log")]),
     )
     assert brains.stat().st_size > 0
+
+
+def test_a_body_space_is_held_to_the_stimulus_ceiling_through_the_stimulus_fit() -> None:
+    """Repeats share the stimulus, not the running: the ceiling fraction of a stimulus +
+    body model is the stimulus spaces' R² (the fit without the body space) over ev."""
+    rng = np.random.default_rng(7)
+    n, w_stim = 600, rng.standard_normal((6, 8)) / 2
+    stimulus = {key: rng.standard_normal((n, 6)) for key in ("s1", "s2", "s3")}
+    runs = []
+    for i, key in enumerate(("s1", "s2", "s3", "s3")):
+        running = rng.standard_normal((n, 1))  # a new bout pattern in every run
+        Y = np.hstack([stimulus[key][:, :4] @ w_stim[:4, :4], running @ np.ones((1, 4))])
+        Y = Y + 0.7 * rng.standard_normal(Y.shape)
+        X = np.hstack([stimulus[key], running]).astype(np.float32)
+        runs.append((f"run-{i + 1}", X, Y.astype(np.float32)))
+    bands = [("motion_energy", 6), ("behavior_channels", 1)]
+    result = library(runs, bands=bands, stimuli=["s1", "s2", "s3", "s3"])
+    assert result.body_spaces == ["behavior_channels"]
+    stimulus_r2 = result.r2_without_folds[:, 1]  # the model without behavior_channels
+    np.testing.assert_allclose(result.r2_repeats, stimulus_r2[result.repeat_folds].mean(0))
+    # Running-driven targets 4-7: nothing of them repeats, so no ceiling to reach ...
+    assert np.all(np.abs(result.ev[4:]) < 0.05)
+    # ... while the joint model explains them (which the joint R² over ev would call x20+).
+    assert np.all(result.r2[4:] > 0.5)
+    fraction = result.r2_ceiling_fraction[:4]  # stimulus-driven: close to the ceiling
+    assert 0.8 < fraction.mean() < 1.1, fraction
+    # Without partitioning there is no stimulus-only fit: no fraction rather than a wrong one.
+    joint = encode_subject(
+        runs,
+        estimator="ridge",
+        bands=bands,
+        stimuli=["s1", "s2", "s3", "s3"],
+        alphas=[ALPHA],
+        pca_variance=1.0,
+        delays=[0],
+    )
+    assert joint.ev is not None and joint.r2_repeats is None and joint.r2_ceiling_fraction is None

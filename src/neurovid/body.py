@@ -54,7 +54,7 @@ all is an error.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +212,52 @@ def body_timeline(
             )
         return [[recording, 0.0]]
     raise ValueError(f"{space!r} is not a body feature space ({', '.join(BODY_SPACES)})")
+
+
+def gives_space(row: Mapping[str, Any], space: str) -> bool:
+    """Whether a recordings-sheet row gives the behavior a body space is made from."""
+    if space in VIDEO_SPACES:
+        return _cell(row, VIDEO_COLUMN) is not None
+    return _cell(row, NWB_COLUMN) is not None or _cell(row, TABLE_COLUMN) is not None
+
+
+def subjects_with_body(
+    model: str,
+    spaces: Sequence[str],
+    subject_runs: Mapping[str, Sequence[str]],
+    rows: Mapping[str, Mapping[str, Any]],
+    sheet_of: Callable[[str], PathLike] = lambda run: "recordings.tsv",
+) -> tuple[list[str], list[str]]:
+    """(subjects a model can be fit on, subjects left out) by the body spaces of its features.
+
+    A model with body spaces is fit on the subjects whose every run gives each of them
+    (a lab films some animals, not all); a subject none of whose runs gives any is
+    left out (the caller says so). ``sheet_of(run)``: the sheet a run comes from.
+
+    Raises:
+        InputError: a subject whose runs give the behavior only in part (features would
+            be missing from some runs), naming the runs and the fix.
+    """
+    body = [space for space in spaces if is_body_space(space)]
+    fit, left_out = [], []
+    for subject, runs in subject_runs.items():
+        if not body:
+            fit.append(subject)
+            continue
+        given = {run: [gives_space(rows[run], space) for space in body] for run in runs}
+        if all(all(flags) for flags in given.values()):
+            fit.append(subject)
+        elif not any(any(flags) for flags in given.values()):
+            left_out.append(subject)
+        else:
+            lacking = [run for run, flags in given.items() if not all(flags)]
+            raise InputError(
+                sheet_of(lacking[0]),
+                f"model {model!r} uses the body feature spaces {body}, but only some runs of subject {subject!r} give that behavior (lacking: {', '.join(lacking)}).",
+                f"fill behavior_video / behavior_offset_s (kinematics, motion_svd) or nwb_behavior / behavior (behavior_channels) for every run of {subject!r}, or fit {subject!r} with a model without body spaces.",
+                field=VIDEO_COLUMN if set(body) <= set(VIDEO_SPACES) else TABLE_COLUMN,
+            )
+    return fit, left_out
 
 
 def timeline_field(space: str) -> str:

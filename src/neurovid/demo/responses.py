@@ -795,6 +795,21 @@ def simulate_mouse_run(
     return table, run_truth
 
 
+def treadmill_table(times: np.ndarray, speed: np.ndarray, offset_s: float) -> pd.DataFrame:
+    """A run's running speed as a rig's treadmill log (a recordings-sheet ``behavior`` table).
+
+    ``behavior_time``: the samples' times on the rig's clock, whose 0 is ``offset_s`` on
+    the recording's clock (the sheet's ``behavior_offset_s``: negative when the rig
+    started first), so ``behavior_time = times - offset_s``; ``running_speed`` in cm/s.
+    """
+    return pd.DataFrame(
+        {
+            "behavior_time": np.round(np.asarray(times, np.float64) - float(offset_s), 6),
+            "running_speed": np.asarray(speed, np.float32),
+        }
+    )
+
+
 def noise_ceiling(expected: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """Per-target Pearson r between the noise-free expectation and the observation.
 
