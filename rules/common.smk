@@ -293,7 +293,7 @@ def recording_cell(recording, column):
 @functools.cache
 def model_subjects(model):
     """Subjects a model is fit on: those whose modality the model lists and, when its
-    features name body spaces, whose runs give that behavior (neurovid.body); the
+    features name body spaces, whose runs all give that behavior (neurovid.body); the
     subjects left out are named once, when the DAG is built."""
     spec = MODELS[model]
     runs = {
@@ -301,14 +301,13 @@ def model_subjects(model):
         for s, r in SUBJECT_RUNS.items()
         if subject_modality(s) in set(spec["modalities"])
     }
-    fit, left_out = body.subjects_with_body(
-        model, spec["features"], runs, RECORDING_ROWS, recording_sheet
-    )
-    if left_out and workflow.is_main_process:
+    fit, left_out = body.subjects_with_body(spec["features"], runs, RECORDING_ROWS)
+    spaces = ", ".join(s for s in spec["features"] if body.is_body_space(s))
+    for subject, lacking in left_out.items() if workflow.is_main_process else ():
         print(
-            f"neurovid: model {model} is not fit on {', '.join(left_out)}: no run of "
-            "theirs gives the behavior of its body spaces "
-            f"({', '.join(s for s in spec['features'] if body.is_body_space(s))}).",
+            f"neurovid: model {model} is not fit on {subject}: runs {', '.join(lacking)} "
+            f"give no behavior for its body spaces ({spaces}; recordings sheet columns "
+            "behavior_video + behavior_offset_s, nwb_behavior or behavior).",
             file=sys.stderr,
         )
     return fit
@@ -501,7 +500,10 @@ def all_targets():
                 subject=subjects,
             )
         if subjects and PARTITION_PARTS[model]:
-            targets += [f"results/figures/{model}/variance_partition.png"]
+            targets += [
+                f"results/figures/{model}/variance_partition.png",
+                f"results/figures/{model}/variance_targets.png",
+            ]
             if fmri_subjects(model):  # the subjects' mean maps of each part
                 targets += [f"results/figures/{model}/variance_maps.png"]
         if len(fmri_subjects(model)) >= 2:

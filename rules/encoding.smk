@@ -45,6 +45,9 @@ rule encode:
         zscore_runs=config["neural"]["zscore_runs"],
         top_targets=config["encoding"]["top_targets"],
         seed=config["seed"],
+        body_spaces=lambda wc: [
+            s for s in MODELS[wc.model]["features"] if body.is_body_space(s)
+        ],
     script:
         "../scripts/encode.py"
 
@@ -104,6 +107,9 @@ rule encode_trained:
         zscore_runs=config["neural"]["zscore_runs"],
         top_targets=config["encoding"]["top_targets"],
         seed=config["seed"],
+        body_spaces=lambda wc: [
+            s for s in MODELS[wc.model]["features"] if body.is_body_space(s)
+        ],
     script:
         "../scripts/encode_trained.py"
 

@@ -138,11 +138,17 @@ rule figure_variance_partition:
             subject=model_subjects(wc.model),
         ),
     output:
-        report(
+        bars=report(
             "results/figures/{model}/variance_partition.png",
             category="{model}",
             subcategory="Variance partitioning",
             caption="../report/variance_partition.rst",
+        ),
+        targets=report(
+            "results/figures/{model}/variance_targets.png",
+            category="{model}",
+            subcategory="Variance partitioning",
+            caption="../report/variance_targets.rst",
         ),
     log:
         "results/logs/figures/{model}/variance_partition.log",

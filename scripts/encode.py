@@ -50,6 +50,7 @@ result = encode_subject(
     log=log,
     variance_partitioning=bool(partitioned_spaces(params.model_name, model)),
     censored=data.censored,
+    body_spaces=list(params.body_spaces),
 )
 log.info("%s", describe(result))
 settings = {

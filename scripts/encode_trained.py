@@ -55,6 +55,7 @@ result = encode_subject(
     trainer=LSTMTrainer(config),
     train_dir=partial,
     censored=data.censored,
+    body_spaces=list(params.body_spaces),
 )
 log.info("%s", describe(result))
 settings = {

@@ -401,18 +401,12 @@ def test_a_body_model_is_fit_on_the_subjects_with_that_behavior() -> None:
         "d1": {"behavior": "d1.tsv"},
         "d2": {"behavior": ""},
     }
-    runs = {"a": ["a1", "a2"], "b": ["b1"], "c": ["c1"]}
-    fit = body.subjects_with_body("m", ["motion_energy", "behavior_channels"], runs, rows)
-    assert fit == (["a"], ["b", "c"])
-    assert body.subjects_with_body("m", ["motion_svd"], runs, rows) == (["b"], ["a", "c"])
-    assert body.subjects_with_body("m", ["motion_energy"], runs, rows) == (["a", "b", "c"], [])
-    with pytest.raises(InputError) as err:
-        body.subjects_with_body(
-            "m", ["behavior_channels"], {"d": ["d1", "d2"]}, rows, lambda run: f"{run}.tsv"
-        )
-    assert str(err.value).startswith(
-        "d2.tsv [behavior]: model 'm' uses the body feature spaces ['behavior_channels'], but only some runs of subject 'd' give that behavior (lacking: d2)."
-    )
+    runs = {"a": ["a1", "a2"], "b": ["b1"], "c": ["c1"], "d": ["d1", "d2"]}
+    fit = body.subjects_with_body(["motion_energy", "behavior_channels"], runs, rows)
+    assert fit == (["a"], {"b": ["b1"], "c": ["c1"], "d": ["d2"]})
+    fit = body.subjects_with_body(["motion_svd", "behavior_channels"], runs, rows)
+    assert fit == ([], {"a": ["a1", "a2"], "b": ["b1"], "c": ["c1"], "d": ["d1", "d2"]})
+    assert body.subjects_with_body(["motion_energy"], runs, rows) == (["a", "b", "c", "d"], {})
 
 
 # ---------------------------------------------------------------- the workflow plans it
@@ -500,7 +494,7 @@ def test_workflow_plans_the_body_spaces_of_a_model(tmp_path: Path) -> None:
     assert ("motion_svd", "results/features/motion_svd/cam.h5") in jobs
     # `all` fits the model on the subjects with behavior, and names those left out
     assert (
-        "neurovid: model body is not fit on mouse2: no run of theirs gives the behavior of its body spaces (behavior_channels)."
+        "neurovid: model body is not fit on mouse2: runs m2 give no behavior for its body spaces (behavior_channels;"
         in done.stderr
     )
 

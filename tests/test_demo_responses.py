@@ -283,13 +283,18 @@ def test_mouse_demo_scripts(tmp_path: Path, feature_files) -> None:
         },
     )
     table = tmp_path / "mice" / "mouse-2_run-1.tsv"
-    outputs = {"table": str(table), "truth": str(tmp_path / "mice" / "mouse-2_run-1.truth.h5")}
+    outputs = {
+        "table": str(table),
+        "behavior": str(tmp_path / "mice" / "mouse-2_run-1.behavior.tsv"),
+        "truth": str(tmp_path / "mice" / "mouse-2_run-1.truth.h5"),
+    }
     params = {
         "timeline": [["A", 0.0], ["B", 5.0]],
         "modality": "calcium",
         "sampling_rate": 10,
         "tail_s": 8,
         "seed": [1, "mouse-2_run-1"],
+        "behavior_offset_s": 0.0,
     }
     inputs = {"features": [feature_files["A"], feature_files["B"]], "truth": truth}
     run_script("demo_mouse_run", tmp_path, input=inputs, output=outputs, params=params)

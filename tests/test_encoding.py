@@ -342,6 +342,7 @@ def test_encode_script_writes_the_output_contract(tmp_path: Path) -> None:
         zscore_runs=True,
         top_targets=3,
         seed=0,
+        body_spaces=[],
     )
     smk.wildcards = namedlist(model="m", subject="sub-01")
     smk.log = namedlist([str(tmp_path / "encode.log")])
@@ -440,6 +441,7 @@ def test_encode_script_with_one_run_fails_cleanly(tmp_path: Path) -> None:
         zscore_runs=False,
         top_targets=2,
         seed=0,
+        body_spaces=[],
     )
     smk.log = namedlist([str(tmp_path / "encode.log")])
     smk.threads = 1

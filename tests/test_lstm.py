@@ -272,6 +272,7 @@ def test_encode_script_writes_scores_and_moves_the_training_folder(tmp_path: Pat
         zscore_runs=False,
         top_targets=2,
         seed=0,
+        body_spaces=[],
     )
     smk.wildcards = namedlist(model="m_lstm", subject="mouse-1")
     smk.log = namedlist([str(tmp_path / "encode.log")])

@@ -220,6 +220,7 @@ def test_encode_script_writes_the_partition_and_its_maps_and_figures(tmp_path: P
             zscore_runs=True,
             top_targets=3,
             seed=0,
+            body_spaces=[],
         ),
         log=namedlist([str(tmp_path / "encode.log")]),
         threads=1,
@@ -273,16 +274,22 @@ def test_encode_script_writes_the_partition_and_its_maps_and_figures(tmp_path: P
         assert Path(str(maps[part]).replace(".nii.gz", ".json")).exists()
 
     bars = tmp_path / "fig" / "variance_partition.png"
+    targets = tmp_path / "fig" / "variance_targets.png"
     _script(
         "figure_variance_partition.py",
         input=namedlist(scores=[str(out / "scores.h5")]),
-        output=namedlist([str(bars)]),
+        output=namedlist(bars=str(bars), targets=str(targets)),
         params=namedlist(model="m", subjects=["sub-01"], parts=partition_parts(["me", "vit"])),
         log=namedlist([str(tmp_path / "bars.log")]),
     )
     plotted = json.loads(Image.open(bars).info["Description"])["plotted"]
     assert plotted["sub-01 (fmri)"]["unique_me"] == pytest.approx(attrs["mean_unique_me"])
     assert sorted(plotted["sub-01 (fmri)"]) == ["shared", "unique_me", "unique_vit"]
+    # per target: how many voxels each space explains alone (> 0.05)
+    counted = json.loads(Image.open(targets).info["Description"])["plotted"]["sub-01 (fmri)"]
+    table = pd.read_csv(out / "scores.tsv", sep="\t")
+    assert counted == {s: int((table[f"unique_{s}"] > 0.05).sum()) for s in ("me", "vit")}
+    assert counted["me"] > 0 and counted["vit"] > 0
 
     brains = tmp_path / "fig" / "variance_maps.png"  # the subjects' mean (here: one)
     _script(
@@ -309,7 +316,8 @@ def test_a_body_space_is_held_to_the_stimulus_ceiling_through_the_stimulus_fit()
         X = np.hstack([stimulus[key], running]).astype(np.float32)
         runs.append((f"run-{i + 1}", X, Y.astype(np.float32)))
     bands = [("motion_energy", 6), ("behavior_channels", 1)]
-    result = library(runs, bands=bands, stimuli=["s1", "s2", "s3", "s3"])
+    repeats = {"stimuli": ["s1", "s2", "s3", "s3"], "body_spaces": ["behavior_channels"]}
+    result = library(runs, bands=bands, **repeats)
     assert result.body_spaces == ["behavior_channels"]
     stimulus_r2 = result.r2_without_folds[:, 1]  # the model without behavior_channels
     np.testing.assert_allclose(result.r2_repeats, stimulus_r2[result.repeat_folds].mean(0))
@@ -324,7 +332,7 @@ def test_a_body_space_is_held_to_the_stimulus_ceiling_through_the_stimulus_fit()
         runs,
         estimator="ridge",
         bands=bands,
-        stimuli=["s1", "s2", "s3", "s3"],
+        **repeats,
         alphas=[ALPHA],
         pca_variance=1.0,
         delays=[0],

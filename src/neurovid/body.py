@@ -54,7 +54,7 @@ all is an error.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,41 +222,26 @@ def gives_space(row: Mapping[str, Any], space: str) -> bool:
 
 
 def subjects_with_body(
-    model: str,
     spaces: Sequence[str],
     subject_runs: Mapping[str, Sequence[str]],
     rows: Mapping[str, Mapping[str, Any]],
-    sheet_of: Callable[[str], PathLike] = lambda run: "recordings.tsv",
-) -> tuple[list[str], list[str]]:
-    """(subjects a model can be fit on, subjects left out) by the body spaces of its features.
+) -> tuple[list[str], dict[str, list[str]]]:
+    """(subjects a model can be fit on, {subject left out: its runs lacking the behavior}).
 
-    A model with body spaces is fit on the subjects whose every run gives each of them
-    (a lab films some animals, not all); a subject none of whose runs gives any is
-    left out (the caller says so). ``sheet_of(run)``: the sheet a run comes from.
-
-    Raises:
-        InputError: a subject whose runs give the behavior only in part (features would
-            be missing from some runs), naming the runs and the fix.
+    A model with body spaces in ``spaces`` is fit on the subjects whose every run gives
+    each of them (a lab films some animals or sessions, not all); the others are left
+    out, with the runs that lack it, for the caller to name (asked for explicitly, such
+    a fit stops with :func:`body_timeline`'s error).
     """
     body = [space for space in spaces if is_body_space(space)]
-    fit, left_out = [], []
+    fit: list[str] = []
+    left_out: dict[str, list[str]] = {}
     for subject, runs in subject_runs.items():
-        if not body:
-            fit.append(subject)
-            continue
-        given = {run: [gives_space(rows[run], space) for space in body] for run in runs}
-        if all(all(flags) for flags in given.values()):
-            fit.append(subject)
-        elif not any(any(flags) for flags in given.values()):
-            left_out.append(subject)
+        lacking = [run for run in runs if not all(gives_space(rows[run], s) for s in body)]
+        if lacking:
+            left_out[subject] = lacking
         else:
-            lacking = [run for run, flags in given.items() if not all(flags)]
-            raise InputError(
-                sheet_of(lacking[0]),
-                f"model {model!r} uses the body feature spaces {body}, but only some runs of subject {subject!r} give that behavior (lacking: {', '.join(lacking)}).",
-                f"fill behavior_video / behavior_offset_s (kinematics, motion_svd) or nwb_behavior / behavior (behavior_channels) for every run of {subject!r}, or fit {subject!r} with a model without body spaces.",
-                field=VIDEO_COLUMN if set(body) <= set(VIDEO_SPACES) else TABLE_COLUMN,
-            )
+            fit.append(subject)
     return fit, left_out
 
 

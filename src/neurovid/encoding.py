@@ -99,7 +99,6 @@ from threadpoolctl import threadpool_limits
 
 from neurovid import io, scoring
 from neurovid.align import add_delays
-from neurovid.body import is_body_space
 from neurovid.errors import InputError
 from neurovid.partition import PARTITION_ESTIMATORS, partition, partition_parts
 from neurovid.ridge import banded_ridge_cv, explainable_variance, ridge_cv, split_r2
@@ -1187,6 +1186,7 @@ def encode_subject(
     train_dir: io.PathLike | None = None,
     variance_partitioning: bool = False,
     censored: Sequence[np.ndarray | None] | None = None,
+    body_spaces: Sequence[str] = (),
 ) -> EncodingResult:
     """Fit and cross-validate one subject's encoding model (see module docstring).
 
@@ -1223,6 +1223,9 @@ def encode_subject(
             for each space's unique held-out variance and the shared rest.
         censored: per run, bool [T_r] of samples left out of every fit and score
             (fMRI volumes censored at ingest; module docstring), or None.
+        body_spaces: the names in ``bands`` of body spaces (``neurovid.body``: what the
+            animal does, not the stimulus); the noise-ceiling fraction uses the fit
+            without them (:meth:`EncodingResult.stimulus_r2_folds`).
 
     Raises:
         InputError: fewer than 2 runs, runs whose shapes disagree, all runs repeats of
@@ -1281,7 +1284,7 @@ def encode_subject(
             _nan_stat(subject.ev, np.mean),
         )
     result = _result(subject, settings, folds, final)
-    result.body_spaces = [name for name, _ in bands or () if is_body_space(name)]
+    result.body_spaces = list(body_spaces)
     if without is not None:
         result.partition_spaces = [name for name, _ in bands or ()]
         result.r2_without_folds = without

@@ -266,6 +266,47 @@ def partition_figure(
     save_figure(fig, path, {**dict(provenance), "plotted": plotted})
 
 
+def partition_targets_figure(
+    unique: Mapping[str, Mapping[str, np.ndarray]],
+    path: PathLike,
+    provenance: Mapping[str, Any],
+    title: str = "Unique variance per target",
+) -> None:
+    """Per subject, each target (neuron, voxel, parcel) as a point: its unique held-out
+    variance of one space against another's, one panel per pair of spaces.
+
+    ``unique`` maps subject label -> {space: unique R² per target [N]} (spaces in
+    order). A target explained by one space alone lies along that space's axis; the
+    count of targets above 0.05 on each axis goes into the panel and into the PNG's
+    provenance (``plotted``).
+    """
+    subjects = list(unique)
+    spaces = list(dict.fromkeys(s for values in unique.values() for s in values))
+    pairs = [(a, b) for i, a in enumerate(spaces) for b in spaces[i + 1 :]]
+    fig, axes = plt.subplots(
+        len(pairs), len(subjects), figsize=(3.2 * len(subjects), 3.0 * len(pairs)), squeeze=False
+    )
+    plotted: dict[str, dict[str, int]] = {}
+    for col, subject in enumerate(subjects):
+        values = {s: np.asarray(v, dtype=np.float64) for s, v in unique[subject].items()}
+        plotted[subject] = {s: int(np.sum(v > 0.05)) for s, v in values.items()}
+        for row, (a, b) in enumerate(pairs):
+            ax = axes[row][col]
+            x, y = values[a], values[b]
+            ax.scatter(x, y, s=4 if len(x) > 500 else 12, alpha=0.5, linewidths=0, rasterized=True)
+            ax.axhline(0, color="k", linewidth=0.6)
+            ax.axvline(0, color="k", linewidth=0.6)
+            ax.set_xlabel(f"unique R²: {a}", fontsize=8)
+            ax.set_ylabel(f"unique R²: {b}", fontsize=8)
+            counts = f"> 0.05: {plotted[subject][a]} on x,\n{plotted[subject][b]} on y, of {len(x)}"
+            ax.text(0.98, 0.97, counts, transform=ax.transAxes, ha="right", va="top", fontsize=7)
+            ax.set_title(subject, fontsize=9)
+            ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path, {**dict(provenance), "plotted": plotted})
+
+
 def partition_maps_figure(
     images: Mapping[str, Any], path: PathLike, title: str, provenance: Mapping[str, Any]
 ) -> None:
