@@ -302,12 +302,12 @@ def model_subjects(model):
         if subject_modality(s) in set(spec["modalities"])
     }
     fit, left_out = body.subjects_with_body(spec["features"], runs, RECORDING_ROWS)
-    spaces = ", ".join(s for s in spec["features"] if body.is_body_space(s))
+    spaces = [s for s in spec["features"] if body.is_body_space(s)]
     for subject, lacking in left_out.items() if workflow.is_main_process else ():
         print(
             f"neurovid: model {model} is not fit on {subject}: runs {', '.join(lacking)} "
-            f"give no behavior for its body spaces ({spaces}; recordings sheet columns "
-            "behavior_video + behavior_offset_s, nwb_behavior or behavior).",
+            f"give no behavior for its body spaces ({', '.join(spaces)}; recordings sheet "
+            f"columns {body.behavior_columns(spaces)}).",
             file=sys.stderr,
         )
     return fit

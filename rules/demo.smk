@@ -86,7 +86,11 @@ rule demo_truth:
         subject=lambda wc: wc.subject,
         modality=lambda wc: subject_modality(wc.subject),
         seed=lambda wc: [config["demo"]["seed"], wc.subject],
-        running_share=config["demo"].get("running_share", 0.0),
+        running_share=lambda wc: (
+            0.0
+            if subject_modality(wc.subject) == "fmri"
+            else config["demo"].get("running_share", 0.0)
+        ),
     script:
         "../scripts/demo_truth.py"
 
@@ -156,7 +160,7 @@ rule demo_mouse_run:
         sampling_rate=lambda wc: recording_value(wc.recording, "sampling_rate"),
         tail_s=config["demo"]["tail_s"],
         seed=lambda wc: [config["demo"]["seed"], wc.recording],
-        # the treadmill log's rig clock starts this long before the recording (0 if unset)
+        # recording-clock time of the treadmill log's clock 0 (-2: the rig started 2 s first)
         behavior_offset_s=lambda wc: demo_behavior_offset(wc.recording),
     script:
         "../scripts/demo_mouse_run.py"

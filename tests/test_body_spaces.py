@@ -407,6 +407,12 @@ def test_a_body_model_is_fit_on_the_subjects_with_that_behavior() -> None:
     fit = body.subjects_with_body(["motion_svd", "behavior_channels"], runs, rows)
     assert fit == ([], {"a": ["a1", "a2"], "b": ["b1"], "c": ["c1"], "d": ["d1", "d2"]})
     assert body.subjects_with_body(["motion_energy"], runs, rows) == (["a", "b", "c", "d"], {})
+    assert (
+        body.behavior_columns(["motion_energy", "behavior_channels"]) == "nwb_behavior or behavior"
+    )
+    assert body.behavior_columns(["kinematics", "behavior_channels"]) == (
+        "behavior_video + behavior_offset_s; nwb_behavior or behavior"
+    )
 
 
 # ---------------------------------------------------------------- the workflow plans it
@@ -492,9 +498,9 @@ def test_workflow_plans_the_body_spaces_of_a_model(tmp_path: Path) -> None:
         "results/features/motion_svd/cam.h5",
     ]
     assert ("motion_svd", "results/features/motion_svd/cam.h5") in jobs
-    # `all` fits the model on the subjects with behavior, and names those left out
+    # building the DAG names the subjects the model is not fit on (`all` leaves them out)
     assert (
-        "neurovid: model body is not fit on mouse2: runs m2 give no behavior for its body spaces (behavior_channels;"
+        "neurovid: model body is not fit on mouse2: runs m2 give no behavior for its body spaces (behavior_channels; recordings sheet columns nwb_behavior or behavior)."
         in done.stderr
     )
 

@@ -326,3 +326,18 @@ def test_the_report_front_page_shows_the_summary(results: dict, tmp_path: Path) 
         "showResultInfo('results/figures/m/glass_brain.png" in description
     )
     assert "1 model(s)" in description
+
+
+def test_a_body_model_without_a_stimulus_fit_keeps_its_ev_but_claims_no_fraction(
+    tmp_path: Path,
+) -> None:
+    from neurovid.summary import encoding_row
+
+    path = tmp_path / "m" / "mouse-1" / "scores.h5"
+    path.parent.mkdir(parents=True)
+    ev = np.array([0.2, 0.4, np.nan], dtype=np.float32)
+    io.write_h5(
+        path, {"r": np.array([0.3, 0.5, 0.1], np.float32), "ev": ev}, {"modality": "spikes"}
+    )
+    row = encoding_row(path, "m", "mouse-1")
+    assert row["mean_ev"] == pytest.approx(0.3) and np.isnan(row["ceiling_fraction"])

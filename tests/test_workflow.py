@@ -209,7 +209,10 @@ def test_demo_mice_reach_the_noise_ceiling(demo: SimpleNamespace) -> None:
         # Above the ceiling by more than the estimate's standard error (across neurons)
         # fails; me_body is held to it by its fit without the running speed.
         for model in ("me_ridge", "me_body"):
-            arrays, _ = read_h5(demo.results / f"encoding/{model}/{mouse}/scores.h5")
+            arrays, attrs = read_h5(demo.results / f"encoding/{model}/{mouse}/scores.h5")
+            assert attrs["ceiling_fit"] == (
+                "joint" if model == "me_ridge" else "without behavior_channels"
+            )
             fraction = arrays["r2_ceiling_fraction"][~running]
             fraction = fraction[np.isfinite(fraction)]
             standard_error = fraction.std(ddof=1) / np.sqrt(len(fraction))

@@ -221,6 +221,16 @@ def gives_space(row: Mapping[str, Any], space: str) -> bool:
     return _cell(row, NWB_COLUMN) is not None or _cell(row, TABLE_COLUMN) is not None
 
 
+def behavior_columns(spaces: Sequence[str]) -> str:
+    """The recordings-sheet columns that give the body spaces among ``spaces``, in words."""
+    columns = []
+    if any(space in VIDEO_SPACES for space in spaces):
+        columns.append(f"{VIDEO_COLUMN} + {OFFSET_COLUMN}")
+    if CHANNELS in spaces:
+        columns.append(f"{NWB_COLUMN} or {TABLE_COLUMN}")
+    return "; ".join(columns)
+
+
 def subjects_with_body(
     spaces: Sequence[str],
     subject_runs: Mapping[str, Sequence[str]],

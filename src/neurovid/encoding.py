@@ -650,6 +650,11 @@ class EncodingResult:
         return None
 
     @property
+    def ceiling_fit(self) -> str:
+        """Which fit :attr:`r2_repeats` comes from: ``joint`` or ``without <body space>``."""
+        return f"without {self.body_spaces[0]}" if self.body_spaces else "joint"
+
+    @property
     def r2_repeats(self) -> np.ndarray | None:
         """Held-out single-trial R² of the stimulus spaces (:meth:`stimulus_r2_folds`) on the
         repeated stimuli only (the runs the ceiling is from); None without repeats or
@@ -1632,6 +1637,7 @@ def write_outputs(
         if result.r2_repeats is not None:
             extra["r2_repeats"] = result.r2_repeats.astype(np.float32)
             extra["r2_ceiling_fraction"] = result.r2_ceiling_fraction.astype(np.float32)
+            extra_attrs["ceiling_fit"] = result.ceiling_fit
         extra_attrs["mean_ev"] = _nan_stat(result.ev, np.mean)
         extra_attrs["repeat_runs"] = [
             "+".join(result.run_ids[i] for i in result.fold_runs[k]) for k in result.repeat_folds

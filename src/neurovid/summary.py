@@ -9,7 +9,9 @@ included by ``report/workflow.rst``). Tables:
     them), ``top_decile_r`` (mean of the highest tenth of those r, at least one
     target: :func:`top_decile_mean`), with repeated stimuli ``ceiling_fraction``
     (:func:`ceiling_fraction`: held-out R² on the repeats as a share of the
-    explainable variance, pooled over targets with ev > 0) and ``mean_ev``; for an
+    explainable variance, pooled over targets with ev > 0; for a model with a body
+    space, the R² of its fit without it, scores.h5 attr ``ceiling_fit``) and
+    ``mean_ev``; for an
     fMRI subject of a model with group statistics, ``n_significant`` (its voxels in
     the group's FDR mask) and ``mean_r_significant``; for a partitioned model, each
     part's mean over targets (``unique_<space>``, ``shared``) and, for fMRI, over
@@ -211,9 +213,10 @@ def encoding_row(
         "ceiling_fraction": float("nan"),
         "mean_ev": float("nan"),
     }
+    if "ev" in arrays:
+        row["mean_ev"] = _nanmean(arrays["ev"])
     if "ev" in arrays and "r2_repeats" in arrays:
         row["ceiling_fraction"] = ceiling_fraction(arrays["r2_repeats"], arrays["ev"])
-        row["mean_ev"] = _nanmean(arrays["ev"])
     parts = [f"unique_{s}" for s in attrs.get("partition_spaces") or []]
     parts += ["shared"] if parts else []
     significant = None
