@@ -556,7 +556,8 @@ def front_page(
     lines += [
         "Held-out scores only (leave-one-run-out; repeats held out together). "
         "*top 10 % r*: mean r of the best tenth of targets; *ceiling*: held-out R² on "
-        "repeated stimuli / explainable variance, pooled over targets; *sig.*: voxels in "
+        "repeated stimuli / explainable variance, pooled over targets (a model with a body "
+        "space: its fit without it, the ceiling being locked to the stimulus); *sig.*: voxels in "
         "the group FDR mask. Table: ``results/summary/summary.tsv`` (all numbers: "
         "``summary.json``).",
         "",
