@@ -319,18 +319,25 @@ def kinematics_features(table: pd.DataFrame, fps: float, where: PathLike) -> Fea
         where,
         "kinematics",
     )
-    attrs = {
-        "extractor": "kinematics",
-        "columns": list(KINEMATICS_COLUMNS),
+    attrs = _space_attrs("kinematics", list(KINEMATICS_COLUMNS), filled, fps, len(table))
+    return FeatureSet(values.astype(np.float32), times, attrs)
+
+
+def _space_attrs(
+    extractor: str, columns: list[str], filled: dict[str, int], rate: float, n_rows: int
+) -> dict[str, Any]:
+    """The features-file attrs of a body space computed here (no model weights)."""
+    return {
+        "extractor": extractor,
+        "columns": columns,
         "filled": filled,
-        "fps": float(fps),
-        "duration": len(table) / float(fps),
+        "fps": float(rate),
+        "duration": n_rows / float(rate),
         "model_id": "",
         "revision": "",
         "layer": "",
         "dtype": "float32",
     }
-    return FeatureSet(values.astype(np.float32), times, attrs)
 
 
 def table_channels(
@@ -436,16 +443,5 @@ def behavior_channels(
     start = responses.times[0] - 0.5 / rate
     times = np.asarray(responses.times, dtype=np.float64) - start
     filled_values, filled = fill_gaps(values, times, names, where, field)
-    attrs = {
-        "extractor": CHANNELS,
-        "recording": recording,
-        "columns": names,
-        "filled": filled,
-        "fps": float(rate),
-        "duration": len(times) / float(rate),
-        "model_id": "",
-        "revision": "",
-        "layer": "",
-        "dtype": "float32",
-    }
+    attrs = {"recording": recording, **_space_attrs(CHANNELS, names, filled, rate, len(times))}
     return FeatureSet(filled_values.astype(np.float32), times, attrs)
