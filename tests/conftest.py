@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,30 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+def dry_run(work: Path, targets: list[str]) -> subprocess.CompletedProcess:
+    """``snakemake --dry-run`` of the project in ``work`` (workstation profile, offline)."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "--profile", "profiles/workstation"]
+        + ["--dry-run", *targets],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        check=False,
+    )
+
+
+def planned_inputs(log: str) -> dict[tuple[str, str], list[str]]:
+    """The jobs a dry run's log plans: (rule, first output) -> its inputs ([] for none)."""
+    jobs = {}
+    for rule, text in re.findall(r"^rule (\w+):\n((?:    .*\n)+)", log, flags=re.M):
+        output = re.search(r"^    output: (.*)$", text, flags=re.M).group(1)
+        inputs = re.search(r"^    input: (.*)$", text, flags=re.M)
+        jobs[(rule, output.split(", ")[0].strip())] = inputs.group(1).split(", ") if inputs else []
+    return jobs
 
 
 @pytest.fixture(scope="session")

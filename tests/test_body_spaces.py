@@ -7,9 +7,6 @@ channels must agree; bad input stops with messages naming the file, field and fi
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import namedlist, run_script
+from conftest import dry_run, namedlist, planned_inputs, run_script
 
 from neurovid import body, nwb, sheets
 from neurovid.align import timeline_features
@@ -418,19 +415,6 @@ def test_a_body_model_is_fit_on_the_subjects_with_that_behavior() -> None:
 # ---------------------------------------------------------------- the workflow plans it
 
 
-def dry_run(work: Path, targets: list[str]) -> subprocess.CompletedProcess:
-    snakemake = str(Path(sys.executable).parent / "snakemake")
-    return subprocess.run(
-        [snakemake, "--profile", "profiles/workstation", "--dry-run", *targets],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        check=False,
-    )
-
-
 def test_workflow_plans_the_body_spaces_of_a_model(tmp_path: Path) -> None:
     sys.path.insert(0, str(REPO / "bench"))
     from _workflow import copy_workflow, without_demo_bids
@@ -468,11 +452,7 @@ def test_workflow_plans_the_body_spaces_of_a_model(tmp_path: Path) -> None:
     )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
-    jobs = {}
-    for rule, text in re.findall(r"^rule (\w+):\n((?:    .*\n)+)", out, flags=re.M):
-        output = re.search(r"^    output: (.*)$", text, flags=re.M).group(1)
-        inputs = re.search(r"^    input: (.*)$", text, flags=re.M)
-        jobs[(rule, output.split(", ")[0].strip())] = inputs.group(1).split(", ") if inputs else []
+    jobs = planned_inputs(out)
     assert jobs[("align", "results/aligned/motion_energy/m1.h5")] == [
         "results/neural/m1.h5",
         "results/features/motion_energy/A.h5",

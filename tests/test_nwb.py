@@ -7,9 +7,6 @@ the TSV route; what the door reads must equal what the table route reads.
 from __future__ import annotations
 
 import datetime
-import os
-import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,7 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import namedlist, run_script
+from conftest import dry_run, namedlist, planned_inputs, run_script
 from snakemake.io import Namedlist
 
 from neurovid import neural, nwb, nwb_table, sheets
@@ -504,24 +501,10 @@ def test_workflow_plans_ingest_and_align_of_an_nwb_recording(tmp_path: Path) -> 
         "recordings: demo/recordings.tsv", "recordings: recordings.tsv"
     )
     (work / "config.yaml").write_text(without_demo_bids(config))
-    snakemake = str(Path(sys.executable).parent / "snakemake")
-    done = subprocess.run(
-        [snakemake, "--profile", "profiles/workstation", "--dry-run"]
-        + ["results/aligned/motion_energy/m1.h5"],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        check=False,
-    )
+    done = dry_run(work, ["results/aligned/motion_energy/m1.h5"])
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
-    jobs = {}
-    for rule, body in re.findall(r"^rule (\w+):\n((?:    .*\n)+)", out, flags=re.M):
-        output = re.search(r"^    output: (.*)$", body, flags=re.M).group(1)
-        inputs = re.search(r"^    input: (.*)$", body, flags=re.M)
-        jobs[(rule, output.strip())] = inputs.group(1).split(", ") if inputs else []
+    jobs = planned_inputs(out)
     assert jobs[("ingest", "results/neural/m1.h5")] == ["c.nwb"]
     assert jobs[("align", "results/aligned/motion_energy/m1.h5")] == [
         "results/neural/m1.h5",

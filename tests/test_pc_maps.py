@@ -15,7 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import REPO, namedlist, run_script
+from conftest import REPO, dry_run, namedlist, planned_inputs, run_script
 from PIL import Image
 
 from neurovid import io
@@ -328,7 +328,6 @@ def test_the_figure_has_a_report_caption_and_rules() -> None:
 
 
 def test_a_model_with_interpret_pcs_plans_the_pc_rules(tmp_path: Path) -> None:
-    import subprocess
     import sys
 
     import yaml
@@ -360,22 +359,10 @@ def test_a_model_with_interpret_pcs_plans_the_pc_rules(tmp_path: Path) -> None:
     }
     config["encoding"]["models"] = {"sf": model}
     (work / "config.yaml").write_text(yaml.safe_dump(config))
-    snakemake = str(Path(sys.executable).parent / "snakemake")
-    run = [snakemake, "--profile", "profiles/workstation", "--dry-run"]
-    done = subprocess.run(
-        [*run, "results/figures/sf/pc_maps.png"],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = dry_run(work, ["results/figures/sf/pc_maps.png"])
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
-    jobs = {}
-    for rule, text in re.findall(r"^rule (\w+):\n((?:    .*\n)+)", out, flags=re.M):
-        inputs = re.search(r"^    input: (.*)$", text, flags=re.M)
-        jobs[rule] = inputs.group(1).split(", ") if inputs else []
+    jobs = {rule: inputs for (rule, _), inputs in planned_inputs(out).items()}
     assert sorted(jobs["pc_stats"]) == sorted(
         [
             f"results/encoding/sf/{s}/{f}.h5"
@@ -389,6 +376,6 @@ def test_a_model_with_interpret_pcs_plans_the_pc_rules(tmp_path: Path) -> None:
     # A model that cannot be interpreted stops the workflow when it starts.
     config["features"]["slowfast"]["feature"] = "pooled"
     (work / "config.yaml").write_text(yaml.safe_dump(config))
-    done = subprocess.run(run, cwd=work, capture_output=True, text=True, timeout=300, check=False)
+    done = dry_run(work, [])
     assert done.returncode != 0
     assert "config.yaml [features.slowfast.feature]" in done.stdout + done.stderr
