@@ -290,6 +290,11 @@ def recording_cell(recording, column):
     return None if value is None or pd.isna(value) else str(value)
 
 
+def model_body_spaces(model):
+    """The body spaces (neurovid.body) among a model's features, in order."""
+    return [s for s in MODELS[model]["features"] if body.is_body_space(s)]
+
+
 @functools.cache
 def model_subjects(model):
     """Subjects a model is fit on: those whose modality the model lists and, when its
@@ -302,7 +307,7 @@ def model_subjects(model):
         if subject_modality(s) in set(spec["modalities"])
     }
     fit, left_out = body.subjects_with_body(spec["features"], runs, RECORDING_ROWS)
-    spaces = [s for s in spec["features"] if body.is_body_space(s)]
+    spaces = model_body_spaces(model)
     for subject, lacking in left_out.items() if workflow.is_main_process else ():
         print(
             f"neurovid: model {model} is not fit on {subject}: runs {', '.join(lacking)} "

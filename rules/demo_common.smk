@@ -53,5 +53,4 @@ def demo_mouse_recordings(extension):
 
 def demo_behavior_offset(recording):
     """The sheet's behavior_offset_s of a demo mouse run (its treadmill log's clock), 0 if empty."""
-    value = recording_value(recording, "behavior_offset_s")
-    return 0.0 if value is None or pd.isna(value) else float(value)
+    return float(recording_cell(recording, "behavior_offset_s") or 0.0)

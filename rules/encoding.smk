@@ -45,9 +45,7 @@ rule encode:
         zscore_runs=config["neural"]["zscore_runs"],
         top_targets=config["encoding"]["top_targets"],
         seed=config["seed"],
-        body_spaces=lambda wc: [
-            s for s in MODELS[wc.model]["features"] if body.is_body_space(s)
-        ],
+        body_spaces=lambda wc: model_body_spaces(wc.model),
     script:
         "../scripts/encode.py"
 
@@ -107,9 +105,7 @@ rule encode_trained:
         zscore_runs=config["neural"]["zscore_runs"],
         top_targets=config["encoding"]["top_targets"],
         seed=config["seed"],
-        body_spaces=lambda wc: [
-            s for s in MODELS[wc.model]["features"] if body.is_body_space(s)
-        ],
+        body_spaces=lambda wc: model_body_spaces(wc.model),
     script:
         "../scripts/encode_trained.py"
 
